@@ -1,0 +1,378 @@
+//! The boot bundle: how `xtask` hands the hypervisor its VMs.
+//!
+//! A bundle is one binary blob that QEMU loads as the hypervisor's "initrd"
+//! (OpenSBI passes its location in `/chosen` of the host device tree). It holds
+//! a small header, one fixed-size record per VM, and the VMs' images (kernel,
+//! optional initrd, bootargs) as byte ranges of the blob. This crate owns the
+//! format: [`parse`] validates every field and range before the hypervisor
+//! uses any of it (the hypervisor re-validates what the host tool wrote), and
+//! [`Writer`] (feature `alloc`) produces it.
+//!
+//! All integers are little-endian. Layout:
+//! ```text
+//! 0   magic "RIVETBND"            8
+//! 8   version (1)                 u32
+//! 12  vm count                    u32
+//! 16  total length of the blob    u64
+//! 24  flags (global)              u64   bit 0: keep running when the last VM stops
+//! 32  log level (0 off..5 trace)  u32
+//! 36  reserved                    u32
+//! 40  VM records, RECORD_SIZE bytes each
+//! ... payload (images), each 8-byte aligned
+//! ```
+#![no_std]
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+#[cfg(any(test, feature = "alloc"))]
+extern crate alloc;
+
+pub const MAGIC: &[u8; 8] = b"RIVETBND";
+pub const VERSION: u32 = 1;
+pub const HEADER_SIZE: usize = 40;
+pub const RECORD_SIZE: usize = 128;
+pub const NAME_LEN: usize = 32;
+/// At most this many VMs in one bundle.
+pub const MAX_VMS: usize = 16;
+/// At most this many vCPUs per VM (the SBI hart mask width we support).
+pub const MAX_VCPUS: u32 = 64;
+
+/// Global flag: do not power off when the last VM stops.
+pub const FLAG_KEEP_RUNNING: u64 = 1;
+/// VM flag: this VM has console input focus at start.
+pub const VM_FLAG_FOCUS: u32 = 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Error {
+    TooShort,
+    BadMagic,
+    BadVersion(u32),
+    BadLength,
+    TooManyVms(u32),
+    NoVms,
+    /// A VM record field is invalid: (vm index, field name).
+    BadField(usize, &'static str),
+}
+
+impl core::fmt::Display for Error {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Error::TooShort => write!(f, "bundle shorter than its header"),
+            Error::BadMagic => write!(f, "not a Rivet bundle (bad magic)"),
+            Error::BadVersion(v) => write!(f, "bundle version {v} unsupported (want {VERSION})"),
+            Error::BadLength => write!(f, "bundle length field does not match its size"),
+            Error::TooManyVms(n) => write!(f, "{n} VMs in bundle, at most {MAX_VMS}"),
+            Error::NoVms => write!(f, "bundle describes no VM"),
+            Error::BadField(i, name) => write!(f, "VM {i}: invalid field `{name}`"),
+        }
+    }
+}
+
+/// One VM as described by the bundle. Slices borrow the bundle.
+#[derive(Debug, Clone, Copy)]
+pub struct VmDesc<'a> {
+    pub name: &'a str,
+    pub vcpus: u32,
+    pub flags: u32,
+    pub memory_size: u64,
+    pub kernel: &'a [u8],
+    pub initrd: Option<&'a [u8]>,
+    pub bootargs: &'a str,
+}
+
+/// A validated bundle.
+#[derive(Debug, Clone)]
+pub struct Bundle<'a> {
+    pub flags: u64,
+    pub log_level: u32,
+    data: &'a [u8],
+    count: usize,
+}
+
+fn le_u32(b: &[u8], off: usize) -> Option<u32> {
+    let s = b.get(off..off.checked_add(4)?)?;
+    Some(u32::from_le_bytes(s.try_into().ok()?))
+}
+
+fn le_u64(b: &[u8], off: usize) -> Option<u64> {
+    let s = b.get(off..off.checked_add(8)?)?;
+    Some(u64::from_le_bytes(s.try_into().ok()?))
+}
+
+fn slice_at(b: &[u8], off: u64, len: u64) -> Option<&[u8]> {
+    let off = usize::try_from(off).ok()?;
+    let len = usize::try_from(len).ok()?;
+    b.get(off..off.checked_add(len)?)
+}
+
+/// Validates a bundle and every VM record in it.
+pub fn parse(data: &[u8]) -> Result<Bundle<'_>, Error> {
+    if data.len() < HEADER_SIZE {
+        return Err(Error::TooShort);
+    }
+    if data.get(0..8) != Some(&MAGIC[..]) {
+        return Err(Error::BadMagic);
+    }
+    let version = le_u32(data, 8).ok_or(Error::TooShort)?;
+    if version != VERSION {
+        return Err(Error::BadVersion(version));
+    }
+    let count = le_u32(data, 12).ok_or(Error::TooShort)?;
+    let total = le_u64(data, 16).ok_or(Error::TooShort)?;
+    // QEMU may pad what it loads; the blob must at least hold `total` bytes.
+    if total > data.len() as u64 || total < HEADER_SIZE as u64 {
+        return Err(Error::BadLength);
+    }
+    let data = data.get(..total as usize).ok_or(Error::BadLength)?;
+    if count == 0 {
+        return Err(Error::NoVms);
+    }
+    if count as usize > MAX_VMS {
+        return Err(Error::TooManyVms(count));
+    }
+    let bundle = Bundle {
+        flags: le_u64(data, 24).ok_or(Error::TooShort)?,
+        log_level: le_u32(data, 32).ok_or(Error::TooShort)?,
+        data,
+        count: count as usize,
+    };
+    for i in 0..bundle.count {
+        bundle.vm(i)?;
+    }
+    Ok(bundle)
+}
+
+impl<'a> Bundle<'a> {
+    pub fn vm_count(&self) -> usize {
+        self.count
+    }
+
+    pub fn vms(&self) -> impl Iterator<Item = VmDesc<'a>> + '_ {
+        (0..self.count).filter_map(|i| self.vm(i).ok())
+    }
+
+    /// Decodes and validates VM record `i`.
+    pub fn vm(&self, i: usize) -> Result<VmDesc<'a>, Error> {
+        let d = self.data;
+        let bad = |f| Error::BadField(i, f);
+        let rec = i
+            .checked_mul(RECORD_SIZE)
+            .and_then(|o| o.checked_add(HEADER_SIZE))
+            .ok_or(bad("record"))?;
+        let r = d.get(rec..rec + RECORD_SIZE).ok_or(bad("record"))?;
+        let name_raw = r.get(..NAME_LEN).ok_or(bad("name"))?;
+        let name_len = name_raw.iter().position(|&c| c == 0).unwrap_or(NAME_LEN);
+        let name = core::str::from_utf8(name_raw.get(..name_len).ok_or(bad("name"))?)
+            .map_err(|_| bad("name"))?;
+        if name.is_empty() {
+            return Err(bad("name"));
+        }
+        let vcpus = le_u32(r, 32).ok_or(bad("vcpus"))?;
+        if vcpus == 0 || vcpus > MAX_VCPUS {
+            return Err(bad("vcpus"));
+        }
+        let flags = le_u32(r, 36).ok_or(bad("flags"))?;
+        let memory_size = le_u64(r, 40).ok_or(bad("memory"))?;
+        if memory_size < (4 << 20) || memory_size % (2 << 20) != 0 {
+            return Err(bad("memory"));
+        }
+        let field = |off: usize, name: &'static str| -> Result<&'a [u8], Error> {
+            let o = le_u64(r, off).ok_or(bad(name))?;
+            let l = le_u64(r, off + 8).ok_or(bad(name))?;
+            slice_at(d, o, l).ok_or(bad(name))
+        };
+        let kernel = field(48, "kernel")?;
+        if kernel.is_empty() {
+            return Err(bad("kernel"));
+        }
+        let initrd = field(64, "initrd")?;
+        let bootargs = core::str::from_utf8(field(80, "bootargs")?).map_err(|_| bad("bootargs"))?;
+        Ok(VmDesc {
+            name,
+            vcpus,
+            flags,
+            memory_size,
+            kernel,
+            initrd: if initrd.is_empty() { None } else { Some(initrd) },
+            bootargs,
+        })
+    }
+}
+
+/// Builds a bundle (host side).
+#[cfg(any(test, feature = "alloc"))]
+pub struct Writer {
+    pub flags: u64,
+    pub log_level: u32,
+    vms: alloc::vec::Vec<OwnedVm>,
+}
+
+#[cfg(any(test, feature = "alloc"))]
+pub struct OwnedVm {
+    pub name: alloc::string::String,
+    pub vcpus: u32,
+    pub flags: u32,
+    pub memory_size: u64,
+    pub kernel: alloc::vec::Vec<u8>,
+    pub initrd: alloc::vec::Vec<u8>,
+    pub bootargs: alloc::string::String,
+}
+
+#[cfg(any(test, feature = "alloc"))]
+impl Writer {
+    pub fn new(flags: u64, log_level: u32) -> Self {
+        Self { flags, log_level, vms: alloc::vec::Vec::new() }
+    }
+
+    pub fn add_vm(&mut self, vm: OwnedVm) {
+        self.vms.push(vm);
+    }
+
+    /// Serializes; panics only on host-side misuse (name too long), which
+    /// the configuration validator rules out first.
+    pub fn finish(&self) -> alloc::vec::Vec<u8> {
+        use alloc::vec::Vec;
+        let mut out = Vec::new();
+        let payload_start = HEADER_SIZE + RECORD_SIZE * self.vms.len();
+        let mut payload: Vec<u8> = Vec::new();
+        let place = |bytes: &[u8], payload: &mut Vec<u8>| -> (u64, u64) {
+            while (payload_start + payload.len()) % 8 != 0 {
+                payload.push(0);
+            }
+            let off = (payload_start + payload.len()) as u64;
+            payload.extend_from_slice(bytes);
+            (if bytes.is_empty() { 0 } else { off }, bytes.len() as u64)
+        };
+        let mut records = Vec::new();
+        for vm in &self.vms {
+            let mut r = [0u8; RECORD_SIZE];
+            let name = vm.name.as_bytes();
+            assert!(name.len() <= NAME_LEN, "VM name longer than {NAME_LEN} bytes");
+            r[..name.len()].copy_from_slice(name);
+            r[32..36].copy_from_slice(&vm.vcpus.to_le_bytes());
+            r[36..40].copy_from_slice(&vm.flags.to_le_bytes());
+            r[40..48].copy_from_slice(&vm.memory_size.to_le_bytes());
+            for (off, bytes) in
+                [(48, &vm.kernel[..]), (64, &vm.initrd[..]), (80, vm.bootargs.as_bytes())]
+            {
+                let (o, l) = place(bytes, &mut payload);
+                r[off..off + 8].copy_from_slice(&o.to_le_bytes());
+                r[off + 8..off + 16].copy_from_slice(&l.to_le_bytes());
+            }
+            records.push(r);
+        }
+        let total = (payload_start + payload.len()) as u64;
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&VERSION.to_le_bytes());
+        out.extend_from_slice(&(self.vms.len() as u32).to_le_bytes());
+        out.extend_from_slice(&total.to_le_bytes());
+        out.extend_from_slice(&self.flags.to_le_bytes());
+        out.extend_from_slice(&self.log_level.to_le_bytes());
+        out.extend_from_slice(&0u32.to_le_bytes());
+        for r in &records {
+            out.extend_from_slice(r);
+        }
+        out.extend_from_slice(&payload);
+        out
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+    use alloc::string::ToString;
+    use alloc::vec;
+
+    fn vm(name: &str) -> OwnedVm {
+        OwnedVm {
+            name: name.to_string(),
+            vcpus: 2,
+            flags: VM_FLAG_FOCUS,
+            memory_size: 64 << 20,
+            kernel: vec![1, 2, 3],
+            initrd: vec![],
+            bootargs: "console=ttyS0".to_string(),
+        }
+    }
+
+    #[test]
+    fn round_trip_two_vms() {
+        let mut w = Writer::new(FLAG_KEEP_RUNNING, 3);
+        w.add_vm(vm("a"));
+        let mut b = vm("linux");
+        b.initrd = vec![9; 17];
+        w.add_vm(b);
+        let blob = w.finish();
+        let p = parse(&blob).unwrap();
+        assert_eq!(p.vm_count(), 2);
+        assert_eq!(p.flags, FLAG_KEEP_RUNNING);
+        assert_eq!(p.log_level, 3);
+        let v0 = p.vm(0).unwrap();
+        assert_eq!(v0.name, "a");
+        assert_eq!(v0.kernel, &[1, 2, 3]);
+        assert!(v0.initrd.is_none());
+        let v1 = p.vm(1).unwrap();
+        assert_eq!(v1.initrd.unwrap(), &[9; 17][..]);
+        assert_eq!(v1.bootargs, "console=ttyS0");
+        assert_eq!(v1.vcpus, 2);
+    }
+
+    #[test]
+    fn padding_after_total_is_accepted() {
+        let mut w = Writer::new(0, 0);
+        w.add_vm(vm("a"));
+        let mut blob = w.finish();
+        blob.extend_from_slice(&[0xff; 100]);
+        assert!(parse(&blob).is_ok());
+    }
+
+    #[test]
+    fn rejects_bad_headers() {
+        assert_eq!(parse(&[0; 10]).unwrap_err(), Error::TooShort);
+        let mut w = Writer::new(0, 0);
+        w.add_vm(vm("a"));
+        let good = w.finish();
+        let mut b = good.clone();
+        b[0] = b'X';
+        assert_eq!(parse(&b).unwrap_err(), Error::BadMagic);
+        let mut b = good.clone();
+        b[8] = 7;
+        assert_eq!(parse(&b).unwrap_err(), Error::BadVersion(7));
+        let mut b = good.clone();
+        b[16..24].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert_eq!(parse(&b).unwrap_err(), Error::BadLength);
+        let mut b = good.clone();
+        b[12..16].copy_from_slice(&0u32.to_le_bytes());
+        assert_eq!(parse(&b).unwrap_err(), Error::NoVms);
+    }
+
+    #[test]
+    fn rejects_bad_records() {
+        let mut w = Writer::new(0, 0);
+        w.add_vm(vm("a"));
+        let good = w.finish();
+        let rec = HEADER_SIZE;
+        let cases: [(usize, [u8; 8], &str); 4] = [
+            (rec + 32, [0; 8], "vcpus"),
+            (rec + 40, (3u64 << 20).to_le_bytes(), "memory"),
+            (rec + 48, u64::MAX.to_le_bytes(), "kernel"),
+            (rec + 88, (1u64 << 40).to_le_bytes(), "bootargs"),
+        ];
+        for (off, val, field) in cases {
+            let mut b = good.clone();
+            let n = if field == "vcpus" { 4 } else { 8 };
+            b[off..off + n].copy_from_slice(&val[..n]);
+            assert_eq!(parse(&b).unwrap_err(), Error::BadField(0, field), "{field}");
+        }
+    }
+
+    #[test]
+    fn truncation_never_panics() {
+        let mut w = Writer::new(0, 0);
+        w.add_vm(vm("a"));
+        let good = w.finish();
+        for n in 0..good.len() {
+            assert!(parse(&good[..n]).is_err());
+        }
+    }
+}
