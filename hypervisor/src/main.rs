@@ -1,1 +1,207 @@
-#![no_std] #![no_main] #[panic_handler] fn p(_: &core::panic::PanicInfo) -> ! { loop {} }
+//! Rivet: a Type-1 hypervisor for RISC-V (HS-mode, H extension).
+//!
+//! Boot path: OpenSBI enters `_start` (arch/entry.rs) on one hart; `rust_main`
+//! sets up the heap and console, parses the host device tree, probes the H
+//! extension, G-stage modes and Sstc, builds the frame allocator over free
+//! RAM, reads the boot bundle (the VMs to run) that QEMU loaded as our
+//! initrd, creates each VM and hands control to the scheduler in
+//! `machine.rs`, which powers the machine off when the last VM stops.
+#![no_std]
+#![no_main]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+extern crate alloc;
+
+mod arch;
+mod console;
+mod exit;
+mod hostplic;
+mod logger;
+mod machine;
+mod mm;
+mod sbi_env;
+mod vcpu;
+mod vm;
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use arch::{csr::*, firmware};
+use rivet_frame_alloc::{FrameAllocator, Range};
+use rivet_gstage::Mode;
+
+pub fn print_exit_stats(s: &vcpu::ExitStats) {
+    let mut line = String::new();
+    use core::fmt::Write;
+    for (n, name) in vcpu::ExitStats::SBI_NAMES.iter().enumerate() {
+        if s.sbi[n] != 0 {
+            let _ = write!(line, " sbi.{name}={}", s.sbi[n]);
+        }
+    }
+    println!(
+        "[rivet]    exits: total={}{} mmio.uart={} mmio.plic={} mmio.unclaimed={} wfi={} virtual_insn={} irq.timer={} irq.ext={} irq.soft={} other={}",
+        s.total(), line, s.mmio_uart, s.mmio_plic, s.mmio_unclaimed, s.wfi, s.virtual_insn,
+        s.irq_timer, s.irq_external, s.irq_software, s.other
+    );
+}
+
+fn fail(msg: core::fmt::Arguments) -> ! {
+    log::error!("{msg}");
+    firmware::shutdown(true)
+}
+
+#[no_mangle]
+extern "C" fn rust_main(hartid: u64, dtb_pa: u64) -> ! {
+    arch::trap::install_vector();
+    mm::init_heap();
+    logger::init(3);
+
+    // The device tree header gives its own size (big-endian at offset 4).
+    // SAFETY: OpenSBI passes a valid FDT address in a1; the first 8 bytes
+    // are the header, and the blob stays untouched for the hypervisor's life.
+    let dtb_len = u32::from_be_bytes(unsafe { mm::static_bytes(dtb_pa + 4, 4) }.try_into().unwrap_or([0; 4]));
+    // SAFETY: as above, for the whole blob.
+    let dtb = unsafe { mm::static_bytes(dtb_pa, dtb_len as usize) };
+    let host = match rivet_devtree::parse_host(dtb) {
+        Ok(h) => h,
+        Err(e) => fail(format_args!("cannot parse the host device tree: {e:?}")),
+    };
+    if let Some(u) = &host.uart {
+        arch::uart::init(u.base as usize);
+    }
+    println!();
+    log::info!("Rivet {} starting on hart {hartid}", env!("CARGO_PKG_VERSION"));
+
+    if !arch::hext::probe_h() {
+        fail(format_args!(
+            "this CPU has no H extension (hypervisor support); run QEMU with -cpu rv64,h=true"
+        ));
+    }
+    let caps = arch::probe_caps();
+    let mode = if caps.sv39x4 {
+        Mode::Sv39x4
+    } else if caps.sv48x4 {
+        Mode::Sv48x4
+    } else if caps.sv57x4 {
+        Mode::Sv57x4
+    } else {
+        fail(format_args!("no G-stage translation mode (Sv39x4/Sv48x4/Sv57x4) is supported"))
+    };
+    log::info!(
+        "H extension present; G-stage modes: Sv39x4={} Sv48x4={} Sv57x4={}, VMID bits {}; Sstc {}",
+        caps.sv39x4, caps.sv48x4, caps.sv57x4, caps.vmid_bits,
+        if caps.sstc { "present" } else { "absent (timer via SBI emulation)" }
+    );
+    log::info!(
+        "host: {} hart(s), timebase {} Hz, {} MiB RAM, SBI {}.{} (impl {})",
+        host.harts.len(),
+        host.timebase_frequency,
+        host.memory.iter().map(|r| r.size).sum::<u64>() >> 20,
+        firmware::spec_version() >> 24,
+        firmware::spec_version() & 0xff_ffff,
+        firmware::impl_id()
+    );
+    arch::init_hart(&caps);
+
+    // Free RAM: everything but our image, firmware, the DTB and the bundle.
+    let (img_start, img_end) = arch::entry::image_range();
+    let mut holes: Vec<Range> = host.reserved.iter().map(|r| Range { base: r.base, size: r.size }).collect();
+    holes.push(Range { base: img_start, size: img_end - img_start });
+    holes.push(Range { base: dtb_pa, size: dtb_len as u64 });
+    // OpenSBI lives below us; never hand that out even if it is not listed.
+    holes.push(Range { base: 0x8000_0000, size: img_start.saturating_sub(0x8000_0000) });
+    let Some(bundle_range) = host.initrd else {
+        fail(format_args!("no boot bundle: start QEMU with -initrd <bundle> (cargo xtask run does this)"))
+    };
+    holes.push(Range { base: bundle_range.base, size: bundle_range.size });
+    let mut frames = FrameAllocator::new();
+    for m in &host.memory {
+        frames.add_region(m.base, m.size, &holes);
+    }
+    log::info!("{} MiB free for guests", frames.free_bytes() >> 20);
+
+    // SAFETY: QEMU loaded the bundle at this range (from /chosen) and it is
+    // excluded from the allocator, so it stays intact.
+    let bundle_bytes = unsafe { mm::static_bytes(bundle_range.base, bundle_range.size as usize) };
+    let bundle = match rivet_bundle::parse(bundle_bytes) {
+        Ok(b) => b,
+        Err(e) => fail(format_args!("boot bundle rejected: {e}")),
+    };
+    logger::set_level(bundle.log_level);
+
+    let mut machine = machine::Machine::new(caps, frames, firmware::machine_ids());
+    machine.keep_running = bundle.flags & rivet_bundle::FLAG_KEEP_RUNNING != 0;
+    let mmu = host.harts.first().and_then(|h| h.mmu.clone()).unwrap_or_else(|| String::from("riscv,sv39"));
+    let exts = guest_extensions(host.harts.first(), caps.sstc);
+    let view = vm::HostView {
+        timebase: host.timebase_frequency,
+        mmu_type: &mmu,
+        extensions: &exts,
+        sstc: caps.sstc,
+        gstage_mode: mode,
+    };
+    let multi = bundle.vm_count() > 1;
+    for (i, desc) in bundle.vms().enumerate() {
+        let vmid = (i + 1) as u16 & ((1u32 << caps.vmid_bits) - 1) as u16;
+        match vm::Vm::new(i, &desc, vmid, &view, &mut machine.frames) {
+            Ok(mut vm) => {
+                vm.prefix_output = multi;
+                log::info!(
+                    "VM {i} '{}': {} vCPU(s), {} MiB at {:#x} (host {:#x}), entry {:#x}, vmid {vmid}",
+                    vm.name, vm.vcpus.len(), vm.ram.size >> 20, vm.ram.gpa, vm.ram.hpa, vm.entry
+                );
+                if desc.flags & rivet_bundle::VM_FLAG_FOCUS != 0 {
+                    machine.console.focus = i;
+                }
+                machine.vms.push(vm);
+            }
+            Err(e) => log::error!("VM {i} '{}' not started: {e}", desc.name),
+        }
+    }
+    if machine.vms.is_empty() {
+        fail(format_args!("no VM could be started"));
+    }
+    if let Some(p) = &host.plic {
+        if let Some((ctx, _)) = p.contexts.iter().enumerate().find(|(_, (h, irq))| *h == hartid && *irq == 9) {
+            machine.host_plic = Some(hostplic::HostPlic::new(p.base, ctx as u64, host.uart.as_ref().and_then(|u| u.irq)));
+        }
+    }
+
+    let failed = machine.run();
+    for vm in &machine.vms {
+        log::debug!("VM {} final exit profile:", vm.name);
+        if log::max_level() >= log::LevelFilter::Debug {
+            let mut t = vcpu::ExitStats::default();
+            vm.vcpus.iter().for_each(|v| t.add(&v.stats));
+            print_exit_stats(&t);
+        }
+    }
+    log::info!("all VMs stopped; powering off{}", if failed { " (a VM failed)" } else { "" });
+    firmware::shutdown(failed)
+}
+
+/// The ISA extensions a guest gets: what the host hart has, limited to
+/// what runs unmodified in VS-mode without hypervisor help.
+fn guest_extensions(hart: Option<&rivet_devtree::HartInfo>, sstc: bool) -> Vec<&'static str> {
+    const PASS: &[&str] = &[
+        "i", "m", "a", "f", "d", "c", "zicntr", "zicsr", "zifencei", "zihintpause", "zba", "zbb", "zbc", "zbs",
+    ];
+    let mut v: Vec<&'static str> = PASS
+        .iter()
+        .copied()
+        .filter(|e| hart.map(|h| h.has_extension(e)).unwrap_or(false) || matches!(*e, "zicntr" | "zicsr" | "zifencei"))
+        .collect();
+    if sstc {
+        v.push("sstc");
+    }
+    v
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo) -> ! {
+    csr_clear!(SSTATUS, SSTATUS_SIE);
+    println!("\n[rivet] PANIC: {}", info.message());
+    if let Some(loc) = info.location() {
+        println!("[rivet]   at {}:{}:{}", loc.file(), loc.line(), loc.column());
+    }
+    firmware::shutdown(true)
+}

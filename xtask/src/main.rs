@@ -1,1 +1,184 @@
-fn main() {}
+//! `cargo xtask`: builds Rivet and its guests, runs QEMU, runs the tests.
+//!
+//! ```text
+//! cargo xtask run   [--guest testkernel|linux] [--kernel PATH] [--initrd PATH]
+//!                   [--append ARGS] [--vcpus N] [--memory SIZE] [--harts N]
+//!                   [--no-sstc] [--log LEVEL]
+//! cargo xtask test  [FILTER] [--unit-only] [--e2e-only]
+//! cargo xtask build
+//! cargo xtask setup
+//! ```
+
+mod e2e;
+mod elf;
+mod images;
+mod prereq;
+mod qemu;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use images::VmSpec;
+
+fn usage() -> &'static str {
+    "usage: cargo xtask <command>\n\
+     \n\
+     commands:\n\
+     \x20 run    build and boot one VM under Rivet on QEMU (the terminal is its console)\n\
+     \x20        --guest testkernel|linux   what to boot (default: testkernel)\n\
+     \x20        --kernel PATH              any RISC-V Linux Image-format kernel instead\n\
+     \x20        --initrd PATH  --append ARGS  --vcpus N  --memory SIZE (e.g. 512M)\n\
+     \x20        --harts N (physical harts)  --no-sstc  --log 0..5\n\
+     \x20 test   host unit tests, then the end-to-end suites on QEMU [FILTER] [--unit-only|--e2e-only]\n\
+     \x20 build  build the hypervisor and test kernel\n\
+     \x20 setup  check and install prerequisites (QEMU 10, OpenSBI, Rust target)\n"
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(cmd) = args.first() else {
+        eprint!("{}", usage());
+        return ExitCode::from(2);
+    };
+    let rest = &args[1..];
+    let result = match cmd.as_str() {
+        "run" => run(rest),
+        "test" => e2e::test(rest),
+        "build" => setup().and_then(|_| images::build_all().map(|b| {
+            println!("hypervisor: {}\ntest kernel: {}", b.hypervisor.display(), b.testkernel.display());
+            0
+        })),
+        "setup" => setup().map(|_| {
+            println!("xtask: all prerequisites present");
+            0
+        }),
+        "-h" | "--help" | "help" => {
+            print!("{}", usage());
+            Ok(0)
+        }
+        other => Err(format!("unknown command {other:?}\n{}", usage())),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("xtask: error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+pub fn setup() -> Result<(), String> {
+    prereq::ensure_rust_target()?;
+    prereq::ensure_qemu()
+}
+
+/// Options of `run` (and the e2e suites, which build the same machines).
+#[derive(Debug, Clone)]
+pub struct RunOpts {
+    pub guest: String,
+    pub kernel: Option<PathBuf>,
+    pub initrd: Option<PathBuf>,
+    pub append: Option<String>,
+    pub vcpus: u32,
+    pub memory_mb: u64,
+    pub harts: u32,
+    pub sstc: bool,
+    pub log: u32,
+}
+
+impl Default for RunOpts {
+    fn default() -> Self {
+        Self {
+            guest: "testkernel".into(),
+            kernel: None,
+            initrd: None,
+            append: None,
+            vcpus: 1,
+            memory_mb: 256,
+            harts: 1,
+            sstc: true,
+            log: 3,
+        }
+    }
+}
+
+fn parse_run(args: &[String]) -> Result<RunOpts, String> {
+    let mut o = RunOpts::default();
+    let mut memory_set = false;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut val = |name: &str| it.next().cloned().ok_or(format!("{name} needs a value"));
+        match a.as_str() {
+            "--guest" => o.guest = val("--guest")?,
+            "--kernel" => o.kernel = Some(PathBuf::from(val("--kernel")?)),
+            "--initrd" => o.initrd = Some(PathBuf::from(val("--initrd")?)),
+            "--append" => o.append = Some(val("--append")?),
+            "--vcpus" => o.vcpus = val("--vcpus")?.parse().map_err(|_| "--vcpus takes a number")?,
+            "--harts" => o.harts = val("--harts")?.parse().map_err(|_| "--harts takes a number")?,
+            "--memory" => {
+                o.memory_mb = images::parse_size_mb(&val("--memory")?)?;
+                memory_set = true;
+            }
+            "--no-sstc" => o.sstc = false,
+            "--log" => o.log = val("--log")?.parse().map_err(|_| "--log takes 0..5")?,
+            other => return Err(format!("unknown option {other:?}\n{}", usage())),
+        }
+    }
+    if !(1..=rivet_bundle::MAX_VCPUS).contains(&o.vcpus) {
+        return Err(format!("--vcpus must be 1..={}", rivet_bundle::MAX_VCPUS));
+    }
+    if !(1..=8).contains(&o.harts) {
+        return Err("--harts must be 1..=8 (QEMU virt with Rivet's stacks)".into());
+    }
+    if !memory_set && (o.guest == "linux" || o.kernel.is_some()) {
+        o.memory_mb = 512;
+    }
+    Ok(o)
+}
+
+/// Resolves the VM and QEMU machine for `opts` (building what is needed).
+pub fn prepare(opts: &RunOpts, tag: &str) -> Result<qemu::Machine, String> {
+    setup()?;
+    let built = images::build_all()?;
+    let (kernel, mut initrd, mut bootargs) = match (&opts.kernel, opts.guest.as_str()) {
+        (Some(k), _) => (k.clone(), None, String::from("console=ttyS0")),
+        (None, "testkernel") => (built.testkernel.clone(), None, String::from("mode=suite")),
+        (None, "linux") => {
+            let g = e2e::linux_images()?;
+            (g.0, Some(g.1), String::from("console=ttyS0"))
+        }
+        (None, other) => return Err(format!("unknown guest {other:?} (testkernel or linux)")),
+    };
+    if let Some(i) = &opts.initrd {
+        initrd = Some(i.clone());
+    }
+    if let Some(a) = &opts.append {
+        bootargs = a.clone();
+    }
+    let vm = VmSpec {
+        name: if opts.guest == "linux" || opts.kernel.is_some() { "linux".into() } else { "testkernel".into() },
+        kernel,
+        initrd,
+        bootargs,
+        vcpus: opts.vcpus,
+        memory_mb: opts.memory_mb,
+        focus: true,
+    };
+    let bundle = images::out_dir().join(format!("bundle-{tag}.bin"));
+    images::pack(&[vm], opts.log, false, &bundle)?;
+    let mut m = qemu::Machine::new(&built.hypervisor, &bundle);
+    m.harts = opts.harts;
+    m.sstc = opts.sstc;
+    // Host RAM: the VM plus room for the hypervisor, firmware and bundle.
+    m.memory_mb = (opts.memory_mb + 256).max(512);
+    Ok(m)
+}
+
+fn run(args: &[String]) -> Result<u8, String> {
+    let opts = parse_run(args)?;
+    let m = prepare(&opts, "run")?;
+    eprintln!("xtask: {}", m.command_line());
+    eprintln!("xtask: Ctrl-A h for Rivet's console help; Ctrl-C quits QEMU");
+    let status = m.command().status().map_err(|e| format!("cannot start QEMU: {e}"))?;
+    Ok(status.code().unwrap_or(1).clamp(0, 255) as u8)
+}

@@ -1,1 +1,169 @@
-#![no_std] #![no_main] #[panic_handler] fn p(_: &core::panic::PanicInfo) -> ! { loop {} }
+//! Rivet's test guest: a bare-metal kernel with a RISC-V Linux Image header
+//! that checks the SBI and H-extension behaviour a guest sees, like
+//! kvm-unit-tests. It prints one `ok`/`not ok` line per check, then
+//! `N passed, M failed`, and shuts down through SRST (a failure reset when
+//! something failed).
+//!
+//! Modes, chosen by the kernel command line (`/chosen/bootargs`):
+//! `mode=suite` (default) the checks; `mode=crash` jumps to unmapped memory
+//! to prove the hypervisor reports and stops a crashing VM.
+#![no_std]
+#![no_main]
+
+mod sbi;
+mod tests;
+mod trap;
+
+use core::arch::global_asm;
+use core::fmt::Write;
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+global_asm!(
+    r#"
+    .section .text.head, "ax"
+    .option push
+    .option norvc
+    .globl _head
+_head:
+    j _tk_start            /* code0 */
+    .word 0                /* code1 */
+    .dword 0x200000        /* text_offset */
+    .dword __image_size    /* image_size */
+    .dword 0               /* flags */
+    .word 2                /* version 0.2 */
+    .word 0
+    .dword 0
+    .ascii "RISCV\0\0\0"
+    .ascii "RSC\x05"
+    .word 0
+    .option pop
+
+    .section .text
+_tk_start:
+    la sp, {stack} + {stack_size}
+    la t0, __bss_start
+    la t1, __bss_end
+1:  bgeu t0, t1, 2f
+    sd zero, 0(t0)
+    addi t0, t0, 8
+    j 1b
+2:  call {main}
+3:  j 3b
+
+    .globl tk_secondary_entry
+    .p2align 2
+tk_secondary_entry:
+    /* a0 = hartid, a1 = opaque = top of this hart's stack */
+    mv sp, a1
+    call {secondary}
+4:  j 4b
+"#,
+    stack = sym STACK,
+    stack_size = const STACK_SIZE,
+    main = sym main,
+    secondary = sym tests::secondary_main,
+);
+
+const STACK_SIZE: usize = 64 * 1024;
+#[repr(C, align(16))]
+struct Stack([u8; STACK_SIZE]);
+static mut STACK: Stack = Stack([0; STACK_SIZE]);
+
+/// Console output through SBI DBCN (one call per formatted chunk).
+pub struct Console;
+
+impl Write for Console {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        let mut b = s.as_bytes();
+        while !b.is_empty() {
+            let r = sbi::console_write(b);
+            if r.error != 0 || r.value == 0 {
+                return Err(core::fmt::Error);
+            }
+            b = &b[r.value.min(b.len())..];
+        }
+        Ok(())
+    }
+}
+
+#[macro_export]
+macro_rules! println {
+    ($($arg:tt)*) => {{
+        use core::fmt::Write;
+        let _ = writeln!($crate::Console, $($arg)*);
+    }};
+}
+
+pub static PASSED: AtomicUsize = AtomicUsize::new(0);
+pub static FAILED: AtomicUsize = AtomicUsize::new(0);
+
+/// Records one check.
+pub fn check(name: &str, ok: bool, detail: core::fmt::Arguments) {
+    let n = PASSED.load(Ordering::SeqCst) + FAILED.load(Ordering::SeqCst) + 1;
+    if ok {
+        PASSED.fetch_add(1, Ordering::SeqCst);
+        println!("ok {n} - {name}");
+    } else {
+        FAILED.fetch_add(1, Ordering::SeqCst);
+        println!("not ok {n} - {name}: {detail}");
+    }
+}
+
+pub struct BootInfo {
+    pub hartid: usize,
+    pub vcpus: usize,
+    pub mode: &'static str,
+    pub sstc_in_dt: bool,
+}
+
+fn boot_info(hartid: usize, dtb: usize) -> BootInfo {
+    let mut info = BootInfo { hartid, vcpus: 1, mode: "suite", sstc_in_dt: false };
+    // SAFETY: the hypervisor passes a valid device tree in a1, in our RAM.
+    let Ok(fdt) = (unsafe { fdt::Fdt::from_ptr(dtb as *const u8) }) else {
+        println!("warning: no usable device tree at {dtb:#x}");
+        return info;
+    };
+    info.vcpus = fdt.cpus().count().max(1);
+    if let Some(args) = fdt.chosen().bootargs() {
+        // SAFETY of 'static: the DTB stays in RAM untouched for our lifetime.
+        let args: &'static str = unsafe { core::mem::transmute::<&str, &'static str>(args) };
+        for word in args.split_whitespace() {
+            if let Some(m) = word.strip_prefix("mode=") {
+                info.mode = m;
+            }
+        }
+    }
+    if let Some(cpu) = fdt.cpus().next() {
+        if let Some(p) = cpu.properties().find(|p| p.name == "riscv,isa-extensions") {
+            info.sstc_in_dt = p.value.split(|&b| b == 0).any(|e| e == b"sstc");
+        }
+    }
+    info
+}
+
+extern "C" fn main(hartid: usize, dtb: usize) -> ! {
+    println!("Hi!");
+    trap::install();
+    let info = boot_info(hartid, dtb);
+    println!(
+        "testkernel: hart {} of {} vCPU(s), mode={}, sstc in DT: {}",
+        info.hartid, info.vcpus, info.mode, info.sstc_in_dt
+    );
+    match info.mode {
+        "crash" => {
+            println!("crash test: jumping to unmapped guest-physical address 0x4000_0000");
+            // SAFETY: deliberately not safe: this is the crash test.
+            unsafe { core::arch::asm!("jr {0}", in(reg) 0x4000_0000usize, options(noreturn)) };
+        }
+        _ => tests::run_suite(&info),
+    }
+    let (p, f) = (PASSED.load(Ordering::SeqCst), FAILED.load(Ordering::SeqCst));
+    println!("{p} passed, {f} failed");
+    sbi::shutdown(f != 0 || p == 0)
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo) -> ! {
+    println!("testkernel panic: {info}");
+    sbi::shutdown(true)
+}

@@ -1,0 +1,81 @@
+//! The physical console multiplexer: routes keyboard input to the VM in
+//! focus and runs the hypervisor console behind the escape key.
+//!
+//! Ctrl-A starts an escape sequence; the next key selects:
+//! `n` next VM gets input, `0`-`9` that VM gets input, `l` list VMs and
+//! exit statistics, `s` stop the focused VM, `r` restart it, `x` power the
+//! machine off, `h` help, Ctrl-A a literal Ctrl-A for the guest.
+
+use crate::vm::Vm;
+
+pub const ESCAPE: u8 = 0x01;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    None,
+    Byte(u8),
+    Report,
+    Stop(usize),
+    Restart(usize),
+    PowerOff,
+}
+
+pub struct Console {
+    pub focus: usize,
+    escaped: bool,
+}
+
+impl Console {
+    pub const fn new() -> Self {
+        Self { focus: 0, escaped: false }
+    }
+
+    pub fn input(&mut self, b: u8, vms: usize) -> Action {
+        if !self.escaped {
+            if b == ESCAPE {
+                self.escaped = true;
+                return Action::None;
+            }
+            return Action::Byte(b);
+        }
+        self.escaped = false;
+        match b {
+            ESCAPE => Action::Byte(ESCAPE),
+            b'n' => {
+                self.focus = (self.focus + 1) % vms.max(1);
+                crate::println!("\r\n[rivet] console input -> VM {}", self.focus);
+                Action::None
+            }
+            b'0'..=b'9' if ((b - b'0') as usize) < vms => {
+                self.focus = (b - b'0') as usize;
+                crate::println!("\r\n[rivet] console input -> VM {}", self.focus);
+                Action::None
+            }
+            b'l' => Action::Report,
+            b's' => Action::Stop(self.focus),
+            b'r' => Action::Restart(self.focus),
+            b'x' => Action::PowerOff,
+            _ => {
+                crate::println!(
+                    "\r\n[rivet] Ctrl-A then: n next VM, 0-9 pick VM, l list, s stop, r restart, x power off, Ctrl-A literal"
+                );
+                Action::None
+            }
+        }
+    }
+}
+
+/// Prints every VM with its state, vCPU states and exit counts by reason.
+pub fn report(vms: &[Vm]) {
+    crate::println!("\r\n[rivet] {} VM(s):", vms.len());
+    for vm in vms {
+        crate::println!("[rivet]  {} '{}' vmid {} {:?} boots {}", vm.index, vm.name, vm.vmid, vm.state, vm.boots);
+        let mut total = crate::vcpu::ExitStats::default();
+        for v in &vm.vcpus {
+            crate::println!("[rivet]    vcpu {} {:?}{} on hart 0, {} exits", v.id, v.hsm, if v.wfi { " (halted)" } else { "" }, v.stats.total());
+            total.add(&v.stats);
+        }
+        let s = &total;
+        crate::print_exit_stats(s);
+    }
+}

@@ -1,0 +1,106 @@
+//! Hypervisor memory: the heap (a static block in .bss), the physical frame
+//! allocator over the rest of RAM, and guest RAM blocks seen through the
+//! bounds-checked `GuestMemory` trait. The hypervisor runs with satp = Bare,
+//! so a host-physical address is also a hypervisor pointer.
+
+use linked_list_allocator::LockedHeap;
+use rivet_frame_alloc::FrameAllocator;
+use rivet_guest_mem::{GuestMemory, MemError};
+
+const HEAP_SIZE: usize = 8 << 20;
+
+#[repr(C, align(4096))]
+struct HeapBlock([u8; HEAP_SIZE]);
+
+static mut HEAP: HeapBlock = HeapBlock([0; HEAP_SIZE]);
+
+#[global_allocator]
+static ALLOC: LockedHeap = LockedHeap::empty();
+
+pub fn init_heap() {
+    // SAFETY: HEAP is used only here, once, to hand its memory to the
+    // allocator; nothing else references it.
+    unsafe {
+        let start = core::ptr::addr_of_mut!(HEAP) as *mut u8;
+        ALLOC.lock().init(start, HEAP_SIZE);
+    }
+}
+
+/// Zeroes `[pa, pa+len)` of host memory owned by the caller.
+pub fn zero(pa: u64, len: u64) {
+    // SAFETY: callers pass ranges they own from the frame allocator.
+    unsafe { core::ptr::write_bytes(pa as *mut u8, 0, len as usize) }
+}
+
+/// Copies `src` to host memory at `pa`.
+pub fn copy_to(pa: u64, src: &[u8]) {
+    // SAFETY: callers pass a destination they own (guest RAM checked by
+    // GuestRam, or freshly allocated frames) that cannot overlap `src`.
+    unsafe { core::ptr::copy_nonoverlapping(src.as_ptr(), pa as *mut u8, src.len()) }
+}
+
+/// Borrows host memory `[pa, pa+len)` as a byte slice (the boot DTB and
+/// bundle, which firmware and QEMU placed and nobody writes).
+///
+/// # Safety
+/// The range must be mapped RAM that stays unmodified for `'static`.
+pub unsafe fn static_bytes(pa: u64, len: usize) -> &'static [u8] {
+    // SAFETY: per the function contract.
+    unsafe { core::slice::from_raw_parts(pa as *const u8, len) }
+}
+
+/// Frames for G-stage tables come from the global frame allocator.
+pub struct TableFrames<'a>(pub &'a mut FrameAllocator);
+
+impl rivet_gstage::Frames for TableFrames<'_> {
+    fn alloc(&mut self, count: usize, align: u64) -> Option<u64> {
+        let bytes = (count as u64) * 4096;
+        let pa = self.0.alloc(bytes, align)?;
+        zero(pa, bytes);
+        Some(pa)
+    }
+    fn free(&mut self, pa: u64, count: usize) {
+        self.0.free(pa, count as u64 * 4096);
+    }
+    fn read_pte(&self, pa: u64) -> u64 {
+        // SAFETY: pa lies in a table frame this allocator handed out.
+        unsafe { (pa as *const u64).read_volatile() }
+    }
+    fn write_pte(&mut self, pa: u64, pte: u64) {
+        // SAFETY: as above; the hardware walker reads it after an hfence.
+        unsafe { (pa as *mut u64).write_volatile(pte) }
+    }
+}
+
+/// A VM's RAM: `size` bytes at guest-physical `gpa`, backed by the
+/// contiguous host block at `hpa` that this VM owns exclusively.
+#[derive(Debug, Clone, Copy)]
+pub struct GuestRam {
+    pub gpa: u64,
+    pub hpa: u64,
+    pub size: u64,
+}
+
+impl GuestMemory for GuestRam {
+    fn base(&self) -> u64 {
+        self.gpa
+    }
+    fn size(&self) -> u64 {
+        self.size
+    }
+    fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), MemError> {
+        let off = self.check_range(gpa, buf.len() as u64)?;
+        // SAFETY: check_range proved [off, off+len) lies inside this VM's
+        // block, which is mapped and owned by the VM.
+        unsafe {
+            core::ptr::copy_nonoverlapping((self.hpa + off) as *const u8, buf.as_mut_ptr(), buf.len())
+        };
+        Ok(())
+    }
+    fn write(&mut self, gpa: u64, buf: &[u8]) -> Result<(), MemError> {
+        let off = self.check_range(gpa, buf.len() as u64)?;
+        // SAFETY: as in read().
+        unsafe { core::ptr::copy_nonoverlapping(buf.as_ptr(), (self.hpa + off) as *mut u8, buf.len()) };
+        Ok(())
+    }
+}

@@ -1,0 +1,292 @@
+//! A virtual machine: its RAM and G-stage table, vCPUs, emulated devices
+//! (vPLIC, 16550 UART), console queues and lifecycle (run, stop, reboot).
+//!
+//! Guest physical map (mirrors QEMU `virt`, so Linux feels at home):
+//! PLIC at 0x0c00_0000, UART at 0x1000_0000 (irq 10), RAM at 0x8000_0000.
+
+use alloc::collections::VecDeque;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use crate::arch::csr::*;
+use crate::mm::{self, GuestRam, TableFrames};
+use crate::vcpu::Vcpu;
+use rivet_devtree::{Device, GuestDt, Region};
+use rivet_frame_alloc::FrameAllocator;
+use rivet_gstage::{GStage, Mode, Perms};
+use rivet_sbi::HartState;
+use rivet_uart16550::Uart16550;
+use rivet_vplic::Plic;
+
+pub const RAM_BASE: u64 = 0x8000_0000;
+pub const PLIC_BASE: u64 = 0x0c00_0000;
+pub const PLIC_SIZE: u64 = rivet_vplic::MMIO_SIZE;
+pub const UART_BASE: u64 = 0x1000_0000;
+pub const UART_SIZE: u64 = 0x100;
+pub const UART_IRQ: u32 = 10;
+pub const PLIC_NDEV: u32 = 31;
+pub const UART_CLOCK: u32 = 3_686_400;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VmState {
+    Running,
+    /// Shut down; `failed` when it asked for a failure shutdown or crashed.
+    Stopped { failed: bool },
+}
+
+/// The images a VM boots from (borrowed from the boot bundle, which stays
+/// in memory, so a reboot starts from pristine copies).
+#[derive(Clone, Copy)]
+pub struct Images {
+    pub kernel: &'static [u8],
+    pub initrd: Option<&'static [u8]>,
+    pub bootargs: &'static str,
+}
+
+pub struct Vm {
+    pub index: usize,
+    pub name: String,
+    pub vmid: u16,
+    pub ram: GuestRam,
+    pub gstage: GStage,
+    pub hgatp: u64,
+    pub vcpus: Vec<Vcpu>,
+    pub plic: Plic,
+    pub uart: Uart16550,
+    pub state: VmState,
+    pub sstc: bool,
+    /// Console bytes waiting to enter the UART receive FIFO (or DBCN read).
+    pub input: VecDeque<u8>,
+    /// Current output line (multi-VM consoles prefix each line).
+    pub out_line: Vec<u8>,
+    pub prefix_output: bool,
+    pub images: Images,
+    pub dtb: Vec<u8>,
+    pub entry: u64,
+    pub dtb_addr: u64,
+    pub boots: u32,
+    /// Kinds of guest misbehaviour already logged (once per kind).
+    pub reported: crate::logger::Once,
+}
+
+#[derive(Debug)]
+pub enum VmError {
+    NoMemory(u64),
+    Load(rivet_loader::LoadError),
+    Dt,
+    GStage(rivet_gstage::Error),
+}
+
+impl core::fmt::Display for VmError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            VmError::NoMemory(n) => write!(f, "not enough host memory for {n:#x} bytes of guest RAM"),
+            VmError::Load(e) => write!(f, "{e}"),
+            VmError::Dt => write!(f, "could not build the guest device tree"),
+            VmError::GStage(e) => write!(f, "G-stage mapping failed: {e:?}"),
+        }
+    }
+}
+
+/// Everything the guest device tree and loader need from the host.
+pub struct HostView<'a> {
+    pub timebase: u64,
+    pub mmu_type: &'a str,
+    pub extensions: &'a [&'a str],
+    pub sstc: bool,
+    pub gstage_mode: Mode,
+}
+
+impl Vm {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        index: usize,
+        desc: &rivet_bundle::VmDesc<'static>,
+        vmid: u16,
+        host: &HostView,
+        frames: &mut FrameAllocator,
+    ) -> Result<Vm, VmError> {
+        let size = desc.memory_size;
+        let hpa = frames.alloc(size, 2 << 20).ok_or(VmError::NoMemory(size))?;
+        let ram = GuestRam { gpa: RAM_BASE, hpa, size };
+        let mut tf = TableFrames(frames);
+        let mut gstage = GStage::new(host.gstage_mode, &mut tf).map_err(VmError::GStage)?;
+        gstage
+            .map(&mut tf, RAM_BASE, hpa, size, Perms { r: true, w: true, x: true })
+            .map_err(VmError::GStage)?;
+        crate::arch::hext::hfence_gvma_vmid(vmid);
+        let hgatp = gstage.hgatp(vmid);
+        let images = Images { kernel: desc.kernel, initrd: desc.initrd, bootargs: desc.bootargs };
+
+        let header = rivet_loader::parse_header(images.kernel).map_err(VmError::Load)?;
+        let layout = rivet_loader::plan(
+            &header,
+            images.kernel.len() as u64,
+            images.initrd.map(|i| i.len() as u64),
+            RAM_BASE,
+            size,
+        )
+        .map_err(VmError::Load)?;
+        let dt = GuestDt {
+            vcpus: desc.vcpus,
+            isa_extensions: host.extensions,
+            mmu_type: host.mmu_type,
+            timebase_frequency: host.timebase,
+            memory: Region { base: RAM_BASE, size },
+            bootargs: images.bootargs,
+            initrd: layout.initrd.map(|(base, size)| Region { base, size }),
+            plic: Device { base: PLIC_BASE, size: PLIC_SIZE, irq: None },
+            plic_ndev: PLIC_NDEV,
+            uart: Some(Device { base: UART_BASE, size: UART_SIZE, irq: Some(UART_IRQ) }),
+            uart_clock: UART_CLOCK,
+            virtio_mmio: &[],
+        };
+        let dtb = rivet_devtree::build_guest(&dt).map_err(|_| VmError::Dt)?;
+        if dtb.len() as u64 > rivet_loader::DTB_MAX {
+            return Err(VmError::Dt);
+        }
+        let mut vm = Vm {
+            index,
+            name: String::from(desc.name),
+            vmid,
+            ram,
+            gstage,
+            hgatp,
+            vcpus: (0..desc.vcpus as usize).map(Vcpu::new).collect(),
+            plic: Plic::new(PLIC_NDEV, desc.vcpus as usize),
+            uart: Uart16550::new(),
+            state: VmState::Running,
+            sstc: host.sstc,
+            input: VecDeque::new(),
+            out_line: Vec::new(),
+            prefix_output: false,
+            images,
+            dtb,
+            entry: layout.kernel,
+            dtb_addr: layout.dtb,
+            boots: 0,
+            reported: crate::logger::Once::new(),
+        };
+        vm.boot(&layout);
+        Ok(vm)
+    }
+
+    /// (Re)loads pristine images into zeroed RAM and starts vCPU 0.
+    fn boot(&mut self, layout: &rivet_loader::Layout) {
+        mm::zero(self.ram.hpa, self.ram.size);
+        let off = |gpa: u64| self.ram.hpa + (gpa - RAM_BASE);
+        mm::copy_to(off(layout.kernel), self.images.kernel);
+        if let (Some((start, _)), Some(initrd)) = (layout.initrd, self.images.initrd) {
+            mm::copy_to(off(start), initrd);
+        }
+        mm::copy_to(off(layout.dtb), &self.dtb);
+        for v in &mut self.vcpus {
+            *v = Vcpu::new(v.id);
+        }
+        self.vcpus[0].reset_to(self.entry, self.dtb_addr);
+        self.plic.reset();
+        self.uart.reset();
+        self.state = VmState::Running;
+        self.boots += 1;
+    }
+
+    pub fn reboot(&mut self) {
+        let header = rivet_loader::parse_header(self.images.kernel);
+        let layout = header.and_then(|h| {
+            rivet_loader::plan(
+                &h,
+                self.images.kernel.len() as u64,
+                self.images.initrd.map(|i| i.len() as u64),
+                RAM_BASE,
+                self.ram.size,
+            )
+        });
+        match layout {
+            Ok(l) => {
+                log::info!("VM {}: rebooting", self.name);
+                self.boot(&l);
+            }
+            Err(e) => self.stop(true, format_args!("reboot failed: {e}")),
+        }
+    }
+
+    pub fn stop(&mut self, failed: bool, why: core::fmt::Arguments) {
+        self.flush_output();
+        if failed {
+            log::error!("VM {} stopped: {}", self.name, why);
+        } else {
+            log::info!("VM {} stopped: {}", self.name, why);
+        }
+        self.state = VmState::Stopped { failed };
+        for v in &mut self.vcpus {
+            v.hsm = HartState::Stopped;
+        }
+    }
+
+    pub fn running(&self) -> bool {
+        self.state == VmState::Running
+    }
+
+    /// Guest console output (UART, DBCN, legacy putchar).
+    pub fn emit(&mut self, bytes: &[u8]) {
+        if !self.prefix_output {
+            for &b in bytes {
+                crate::arch::uart::putc(b);
+            }
+            return;
+        }
+        for &b in bytes {
+            if b == b'\r' {
+                continue;
+            }
+            self.out_line.push(b);
+            if b == b'\n' || self.out_line.len() >= 512 {
+                self.flush_output();
+            }
+        }
+    }
+
+    pub fn flush_output(&mut self) {
+        if self.out_line.is_empty() {
+            return;
+        }
+        crate::logger::print_fmt(format_args!("[{}] ", self.name));
+        for &b in &self.out_line {
+            if b == b'\n' {
+                crate::arch::uart::putc(b'\r');
+            }
+            crate::arch::uart::putc(b);
+        }
+        if self.out_line.last() != Some(&b'\n') {
+            crate::arch::uart::write_bytes(b"\n");
+        }
+        self.out_line.clear();
+    }
+
+    /// Moves queued console input into the UART FIFO and recomputes every
+    /// interrupt line; wakes vCPUs that now have an external interrupt.
+    pub fn sync_irqs(&mut self) {
+        while self.uart.rx_space() > 0 {
+            let Some(b) = self.input.pop_front() else { break };
+            self.uart.push_input(&[b]);
+        }
+        self.plic.set_level(UART_IRQ, self.uart.irq());
+        let lines = self.plic.irq_lines();
+        for (i, v) in self.vcpus.iter_mut().enumerate() {
+            let bit = 1u64 << IRQ_VS_EXT;
+            if i < 64 && lines & (1 << i) != 0 {
+                if v.hvip & bit == 0 {
+                    v.hvip |= bit;
+                    v.wfi = false;
+                }
+            } else {
+                v.hvip &= !bit;
+            }
+        }
+    }
+
+    pub fn destroy(self, frames: &mut FrameAllocator) {
+        self.gstage.destroy(&mut TableFrames(frames));
+        frames.free(self.ram.hpa, self.ram.size);
+    }
+}

@@ -1,0 +1,251 @@
+//! `cargo xtask test`: host unit tests, then end-to-end suites that boot
+//! QEMU and assert on what the guests print and on how QEMU exits.
+//! Logs of every run go to target/e2e/<name>.log.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::images;
+use crate::qemu::Session;
+use crate::RunOpts;
+
+const T_BOOT: Duration = Duration::from_secs(60);
+
+/// The prebuilt Linux Image and initramfs (../shared/guests) when present.
+pub fn linux_images() -> Result<(PathBuf, PathBuf), String> {
+    let shared = images::root().join("../shared/guests");
+    let own = images::root().join("target/guests");
+    for dir in [own, shared] {
+        let k = dir.join("linux-6.12-Image");
+        let i = dir.join("busybox-initramfs.cpio.gz");
+        if k.exists() && i.exists() {
+            return Ok((k, i));
+        }
+    }
+    Err("no Linux guest images: put linux-6.12-Image and busybox-initramfs.cpio.gz in target/guests/".into())
+}
+
+struct Case {
+    name: &'static str,
+    run: fn(&str) -> Result<(), String>,
+}
+
+fn cases() -> Vec<Case> {
+    vec![
+        Case { name: "testkernel-suite", run: |n| testkernel_suite(n, RunOpts::default(), None) },
+        Case {
+            name: "testkernel-suite-smp2-hosts",
+            run: |n| testkernel_suite(n, RunOpts { harts: 2, ..RunOpts::default() }, None),
+        },
+        Case {
+            name: "testkernel-suite-no-sstc",
+            run: |n| testkernel_suite(n, RunOpts { sstc: false, ..RunOpts::default() }, None),
+        },
+        Case {
+            name: "testkernel-suite-2vcpus",
+            run: |n| testkernel_suite(n, RunOpts { vcpus: 2, ..RunOpts::default() }, Some("hsm: hart_start runs vCPU 1")),
+        },
+        Case {
+            name: "testkernel-suite-2vcpus-no-sstc",
+            run: |n| {
+                testkernel_suite(n, RunOpts { vcpus: 2, sstc: false, harts: 2, ..RunOpts::default() }, Some("ipi: vCPU 1 interrupts vCPU 0"))
+            },
+        },
+        Case { name: "crashing-guest-is-stopped", run: crashing_guest },
+        Case { name: "bad-image-is-refused", run: bad_image },
+        Case { name: "cpu-without-h-is-refused", run: no_h },
+    ]
+}
+
+fn save_log(name: &str, s: &Session) {
+    let dir = images::root().join("target/e2e");
+    let _ = std::fs::create_dir_all(&dir);
+    let _ = std::fs::write(dir.join(format!("{name}.log")), s.output());
+}
+
+fn start(name: &str, opts: &RunOpts) -> Result<Session, String> {
+    let m = crate::prepare(opts, name)?;
+    Session::spawn(m.command())
+}
+
+/// Runs `body`; on error appends the tail of the guest output.
+fn with_session(name: &str, opts: &RunOpts, body: impl FnOnce(&mut Session) -> Result<(), String>) -> Result<(), String> {
+    let mut s = start(name, opts)?;
+    let r = body(&mut s);
+    save_log(name, &s);
+    r.map_err(|e| {
+        let out = s.output();
+        let tail: String = out.lines().rev().take(25).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+        format!("{e}\n--- last output ---\n{tail}")
+    })
+}
+
+fn no_panic(s: &Session) -> Result<(), String> {
+    if s.output().contains("PANIC") {
+        return Err("the hypervisor panicked".into());
+    }
+    Ok(())
+}
+
+fn testkernel_suite(name: &str, opts: RunOpts, must_contain: Option<&str>) -> Result<(), String> {
+    with_session(name, &opts, |s| {
+        s.expect("Hi!", T_BOOT)?;
+        s.expect(" passed, ", T_BOOT)?;
+        let st = s.wait_exit(T_BOOT)?;
+        let out = s.output();
+        let summary = out.lines().find(|l| l.contains(" passed, ") && l.contains(" failed")).unwrap_or("");
+        let (p, f) = parse_summary(summary).ok_or(format!("no summary line in {summary:?}"))?;
+        if f != 0 || out.contains("not ok") {
+            return Err(format!("guest suite reported failures: {summary}"));
+        }
+        if p < 30 {
+            return Err(format!("only {p} guest checks ran"));
+        }
+        if let Some(m) = must_contain {
+            if !out.contains(&format!("- {m}")) {
+                return Err(format!("missing check {m:?}"));
+            }
+        }
+        no_panic(s)?;
+        if !st.success() {
+            return Err(format!("QEMU exited with {st} after a clean guest shutdown"));
+        }
+        Ok(())
+    })
+}
+
+fn crashing_guest(name: &str) -> Result<(), String> {
+    let opts = RunOpts { append: Some("mode=crash".into()), ..RunOpts::default() };
+    with_session(name, &opts, |s| {
+        s.expect("crash test: jumping", T_BOOT)?;
+        s.expect("guest crashed: vcpu 0 pc=0x40000000 cause=20 (instruction guest-page fault)", T_BOOT)?;
+        s.expect("all VMs stopped; powering off (a VM failed)", T_BOOT)?;
+        let st = s.wait_exit(T_BOOT)?;
+        no_panic(s)?;
+        if st.success() {
+            return Err("QEMU exited 0 after a VM crash; want a failure status".into());
+        }
+        Ok(())
+    })
+}
+
+fn bad_image(name: &str) -> Result<(), String> {
+    let bogus = images::out_dir().join("not-an-image.bin");
+    std::fs::write(&bogus, vec![0x13u8; 4096]).map_err(|e| e.to_string())?;
+    let opts = RunOpts { kernel: Some(bogus), ..RunOpts::default() };
+    with_session(name, &opts, |s| {
+        s.expect("not started: not a RISC-V Linux Image", T_BOOT)?;
+        s.expect("no VM could be started", T_BOOT)?;
+        let st = s.wait_exit(T_BOOT)?;
+        no_panic(s)?;
+        if st.success() {
+            return Err("QEMU exited 0 although no VM could start".into());
+        }
+        Ok(())
+    })
+}
+
+fn no_h(name: &str) -> Result<(), String> {
+    let m = crate::prepare(&RunOpts::default(), name)?;
+    let mut m = m;
+    m.h = false;
+    let mut s = Session::spawn(m.command())?;
+    let r = (|| {
+        s.expect("run QEMU with -cpu rv64,h=true", T_BOOT)?;
+        let st = s.wait_exit(T_BOOT)?;
+        if st.success() {
+            return Err("QEMU exited 0 without H".to_string());
+        }
+        Ok(())
+    })();
+    save_log(name, &s);
+    r
+}
+
+fn parse_summary(line: &str) -> Option<(u64, u64)> {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let p = words.iter().position(|w| w.starts_with("passed"))?;
+    let f = words.iter().position(|w| w.starts_with("failed"))?;
+    Some((words.get(p.checked_sub(1)?)?.parse().ok()?, words.get(f.checked_sub(1)?)?.parse().ok()?))
+}
+
+/// Runs `cargo test` over the host crates and sums its result lines.
+fn unit_tests() -> Result<(u64, u64), String> {
+    let out = Command::new(env!("CARGO"))
+        .current_dir(images::root())
+        .args(["test", "--workspace", "--exclude", "rivet-hv", "--exclude", "rivet-testkernel"])
+        .output()
+        .map_err(|e| format!("cannot run cargo test: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let err = String::from_utf8_lossy(&out.stderr);
+    print!("{text}");
+    let (mut p, mut f) = (0, 0);
+    for l in text.lines().filter(|l| l.starts_with("test result:")) {
+        let nums: Vec<u64> = l.split(|c: char| !c.is_ascii_digit()).filter_map(|w| w.parse().ok()).collect();
+        if nums.len() >= 2 {
+            p += nums[0];
+            f += nums[1];
+        }
+    }
+    if !out.status.success() {
+        eprint!("{err}");
+        f = f.max(1);
+    }
+    Ok((p, f))
+}
+
+pub fn test(args: &[String]) -> Result<u8, String> {
+    let unit_only = args.iter().any(|a| a == "--unit-only");
+    let e2e_only = args.iter().any(|a| a == "--e2e-only");
+    let filter = args.iter().find(|a| !a.starts_with("--")).cloned();
+    let (mut passed, mut failed) = (0u64, 0u64);
+    if !e2e_only {
+        println!("== host unit tests");
+        let (p, f) = unit_tests()?;
+        println!("unit tests: {p} passed, {f} failed");
+        passed += p;
+        failed += f;
+    }
+    if !unit_only {
+        crate::setup()?;
+        images::build_all()?;
+        println!("== end-to-end suites (QEMU)");
+        for c in cases() {
+            if let Some(f) = &filter {
+                if !c.name.contains(f.as_str()) {
+                    continue;
+                }
+            }
+            let t = Instant::now();
+            match (c.run)(c.name) {
+                Ok(()) => {
+                    passed += 1;
+                    println!("e2e {} ... ok ({:.1}s)", c.name, t.elapsed().as_secs_f64());
+                }
+                Err(e) => {
+                    failed += 1;
+                    println!("e2e {} ... FAILED ({:.1}s)\n{e}", c.name, t.elapsed().as_secs_f64());
+                }
+            }
+        }
+    }
+    if passed + failed == 0 {
+        println!("0 passed, 1 failed (no test ran)");
+        return Ok(1);
+    }
+    println!("{passed} passed, {failed} failed");
+    Ok(if failed == 0 { 0 } else { 1 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_summary;
+
+    #[test]
+    fn summary_lines() {
+        assert_eq!(parse_summary("31 passed, 0 failed"), Some((31, 0)));
+        assert_eq!(parse_summary("x: 2 passed, 5 failed"), Some((2, 5)));
+        assert_eq!(parse_summary("nothing"), None);
+    }
+}

@@ -1,0 +1,182 @@
+//! QEMU command lines and sessions: interactive runs on the terminal, and
+//! captured runs the end-to-end tests drive (wait for text, type, wait for
+//! exit), each with a hard timeout so nothing hangs CI.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// One QEMU machine: Rivet as the -kernel, the bundle as the -initrd.
+#[derive(Debug, Clone)]
+pub struct Machine {
+    pub hypervisor: PathBuf,
+    pub bundle: PathBuf,
+    pub harts: u32,
+    pub memory_mb: u64,
+    pub sstc: bool,
+    pub h: bool,
+    /// Deterministic guest time: 1 instruction = 1 ns.
+    pub icount: bool,
+    pub extra: Vec<String>,
+}
+
+impl Machine {
+    pub fn new(hypervisor: &Path, bundle: &Path) -> Self {
+        Self {
+            hypervisor: hypervisor.to_path_buf(),
+            bundle: bundle.to_path_buf(),
+            harts: 1,
+            memory_mb: 1024,
+            sstc: true,
+            h: true,
+            icount: false,
+            extra: Vec::new(),
+        }
+    }
+
+    pub fn command(&self) -> Command {
+        let mut c = Command::new("qemu-system-riscv64");
+        let mut cpu = String::from("rv64");
+        cpu.push_str(if self.h { ",h=true" } else { ",h=false" });
+        if !self.sstc {
+            cpu.push_str(",sstc=false");
+        }
+        c.args(["-M", "virt", "-cpu", &cpu, "-smp", &self.harts.to_string()]);
+        c.args(["-m", &format!("{}M", self.memory_mb)]);
+        c.args(["-bios", "default", "-no-reboot", "-display", "none", "-monitor", "none"]);
+        // Plain stdio serial (no QEMU mux): Ctrl-A belongs to Rivet's console.
+        c.args(["-chardev", "stdio,id=con0", "-serial", "chardev:con0"]);
+        c.arg("-kernel").arg(&self.hypervisor);
+        c.arg("-initrd").arg(&self.bundle);
+        if self.icount {
+            c.args(["-icount", "shift=0,sleep=off"]);
+        }
+        c.args(&self.extra);
+        c
+    }
+
+    pub fn command_line(&self) -> String {
+        let c = self.command();
+        std::iter::once(c.get_program().to_string_lossy().into_owned())
+            .chain(c.get_args().map(|a| a.to_string_lossy().into_owned()))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+/// A captured QEMU run.
+pub struct Session {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    out: Arc<Mutex<Vec<u8>>>,
+    cursor: usize,
+    pub started: Instant,
+}
+
+impl Session {
+    pub fn spawn(mut cmd: Command) -> Result<Session, String> {
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().map_err(|e| format!("cannot start QEMU: {e}"))?;
+        let out = Arc::new(Mutex::new(Vec::new()));
+        for stream in [
+            Box::new(child.stdout.take().ok_or("no stdout")?) as Box<dyn Read + Send>,
+            Box::new(child.stderr.take().ok_or("no stderr")?),
+        ] {
+            let out = out.clone();
+            std::thread::spawn(move || {
+                let mut s = stream;
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = s.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    if let Ok(mut o) = out.lock() {
+                        o.extend_from_slice(&buf[..n]);
+                    }
+                }
+            });
+        }
+        let stdin = child.stdin.take();
+        Ok(Session { child, stdin, out, cursor: 0, started: Instant::now() })
+    }
+
+    pub fn output(&self) -> String {
+        self.out.lock().map(|o| String::from_utf8_lossy(&o).into_owned()).unwrap_or_default()
+    }
+
+    /// Waits until `pat` appears after the previous match; moves past it.
+    pub fn expect(&mut self, pat: &str, timeout: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            {
+                let o = self.out.lock().map_err(|_| "poisoned")?;
+                let hay = &o[self.cursor.min(o.len())..];
+                if let Some(pos) = find(hay, pat.as_bytes()) {
+                    self.cursor += pos + pat.len();
+                    return Ok(());
+                }
+            }
+            if let Ok(Some(st)) = self.child.try_wait() {
+                std::thread::sleep(Duration::from_millis(100));
+                let o = self.out.lock().map_err(|_| "poisoned")?;
+                if find(&o[self.cursor.min(o.len())..], pat.as_bytes()).is_some() {
+                    drop(o);
+                    continue;
+                }
+                return Err(format!("QEMU exited ({st}) before printing {pat:?}"));
+            }
+            if Instant::now() > deadline {
+                return Err(format!("timed out after {timeout:?} waiting for {pat:?}"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn send(&mut self, text: &str) -> Result<(), String> {
+        let s = self.stdin.as_mut().ok_or("stdin closed")?;
+        // Type slowly enough for a 64-byte UART FIFO.
+        for chunk in text.as_bytes().chunks(32) {
+            s.write_all(chunk).map_err(|e| e.to_string())?;
+            s.flush().map_err(|e| e.to_string())?;
+            std::thread::sleep(Duration::from_millis(30));
+        }
+        Ok(())
+    }
+
+    /// Waits for QEMU to exit; kills it after `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus, String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(st) = self.child.try_wait().map_err(|e| e.to_string())? {
+                std::thread::sleep(Duration::from_millis(50));
+                return Ok(st);
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                return Err(format!("QEMU did not exit within {timeout:?} (killed)"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.is_empty() {
+        return Some(0);
+    }
+    hay.windows(needle.len()).position(|w| w == needle)
+}
