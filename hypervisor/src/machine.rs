@@ -391,6 +391,7 @@ impl Machine {
                 vcpu.hsm = HartState::Suspended;
                 vcpu.resume = (!retentive).then_some((resume_addr, opaque));
                 vcpu.wfi = true;
+                sync_wake_state(vcpu, vm.sstc);
                 self.try_wake(slot);
                 Next::Reschedule
             }
@@ -417,11 +418,13 @@ impl Machine {
     fn handle_virtual_insn(&mut self, slot: (usize, usize), insn: u64) -> Next {
         let (v, c) = slot;
         const WFI: u64 = 0x1050_0073;
+        let sstc = self.vms[v].sstc;
         let vcpu = &mut self.vms[v].vcpus[c];
         if insn == WFI {
             vcpu.stats.wfi += 1;
             vcpu.ctx.sepc += 4;
             vcpu.wfi = true;
+            sync_wake_state(vcpu, sstc);
             self.try_wake(slot);
             if self.vms[v].vcpus[c].wfi {
                 return Next::Reschedule;
@@ -513,6 +516,15 @@ impl Machine {
             }
         }
         Next::Resume
+    }
+}
+
+/// A loaded vCPU going to sleep: copy the live wake-up state (vsie,
+/// vstimecmp) to its saved image, which the idle loop reads.
+fn sync_wake_state(vcpu: &mut crate::vcpu::Vcpu, sstc: bool) {
+    vcpu.csrs.vsie = csr_read!(VSIE);
+    if sstc {
+        vcpu.csrs.vstimecmp = csr_read!(VSTIMECMP);
     }
 }
 

@@ -118,6 +118,12 @@ extern "C" fn rust_main(hartid: u64, dtb_pa: u64) -> ! {
         frames.add_region(m.base, m.size, &holes);
     }
     log::info!("{} MiB free for guests", frames.free_bytes() >> 20);
+    for r in frames.regions() {
+        log::debug!("  free {:#x}..{:#x}", r.base, r.end());
+    }
+    for h in &holes {
+        log::debug!("  hole {:#x}..{:#x}", h.base, h.end());
+    }
 
     // SAFETY: QEMU loaded the bundle at this range (from /chosen) and it is
     // excluded from the allocator, so it stays intact.

@@ -169,8 +169,9 @@ pub fn prepare(opts: &RunOpts, tag: &str) -> Result<qemu::Machine, String> {
     let mut m = qemu::Machine::new(&built.hypervisor, &bundle);
     m.harts = opts.harts;
     m.sstc = opts.sstc;
-    // Host RAM: the VM plus room for the hypervisor, firmware and bundle.
-    m.memory_mb = (opts.memory_mb + 256).max(512);
+    // Host RAM: QEMU puts the bundle (our initrd) 256 MiB above the
+    // hypervisor, splitting RAM; guest RAM must fit in one piece above it.
+    m.memory_mb = (opts.memory_mb + 512).max(1024);
     Ok(m)
 }
 
