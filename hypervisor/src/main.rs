@@ -68,6 +68,9 @@ extern "C" fn rust_main(hartid: u64, dtb_pa: u64) -> ! {
     if let Some(u) = &host.uart {
         arch::uart::init(u.base as usize);
     }
+    if let Some(f) = &host.test_finisher {
+        firmware::set_test_finisher(f.base);
+    }
     println!();
     log::info!("Rivet {} starting on hart {hartid}", env!("CARGO_PKG_VERSION"));
 

@@ -105,6 +105,9 @@ pub struct HostInfo {
     pub initrd: Option<Region>,
     /// `/chosen` `bootargs`.
     pub bootargs: Option<String>,
+    /// The `sifive,test0` power/test finisher (QEMU `virt`), if any: the
+    /// hypervisor uses it to report a failure exit status to the host.
+    pub test_finisher: Option<Device>,
 }
 
 impl HostInfo {
@@ -155,6 +158,12 @@ pub fn parse_host(dtb: &[u8]) -> Result<HostInfo, Error> {
         .collect::<Result<Vec<_>, _>>()?;
     virtio_mmio.sort_by_key(|d| (d.base, d.size));
 
+    let test_finisher = tree
+        .compatible("sifive,test0")
+        .find(|&i| tree.nodes.get(i).is_some_and(Node::is_enabled))
+        .map(|i| device(&tree, i))
+        .transpose()?;
+
     let (initrd, bootargs) = match tree.child(root, "chosen") {
         Some(chosen) => parse_chosen(tree.node(chosen)?)?,
         None => (None, None),
@@ -170,6 +179,7 @@ pub fn parse_host(dtb: &[u8]) -> Result<HostInfo, Error> {
         virtio_mmio,
         initrd,
         bootargs,
+        test_finisher,
     })
 }
 

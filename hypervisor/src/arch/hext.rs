@@ -2,14 +2,14 @@
 //! words), guest-virtual loads with fault recovery, capability probes and
 //! floating-point context save/restore.
 //!
-//! Functions in `.text.fixup` may fault on purpose: each puts its recovery
+//! Functions in `.rivet_fixup` may fault on purpose: each puts its recovery
 //! label in t6 first, and the HS trap handler resumes there.
 
 use core::arch::global_asm;
 
 global_asm!(
     r#"
-    .section .text.fixup, "ax"
+    .section .rivet_fixup, "ax"
     .p2align 2
     /* u64 rivet_probe_h(): 1 if hgatp is accessible (H present) */
     .globl rivet_probe_h

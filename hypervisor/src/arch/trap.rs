@@ -6,7 +6,7 @@
 //! pointer while a guest runs and 0 while the hypervisor runs, which tells the
 //! two cases apart. A guest trap saves the guest's registers and returns from
 //! `enter_guest` to Rust; a hypervisor trap (only expected inside the
-//! fault-tolerant helpers of the `.text.fixup` section) goes to
+//! fault-tolerant helpers of the `.rivet_fixup` section) goes to
 //! [`host_trap`]. All offsets below come from `offset_of!` on the Rust struct.
 
 use core::arch::global_asm;
@@ -171,7 +171,7 @@ pub fn enter_guest(ctx: &mut GuestContext) {
 }
 
 /// A trap taken while the hypervisor itself runs. Faults inside the
-/// `.text.fixup` helpers resume at the recovery address they left in t6;
+/// `.rivet_fixup` helpers resume at the recovery address they left in t6;
 /// anything else is a hypervisor bug and panics with the trap details.
 extern "C" fn host_trap(frame: &mut HostFrame) {
     // SAFETY: only the addresses of linker symbols are taken.
