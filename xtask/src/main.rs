@@ -171,7 +171,7 @@ pub fn prepare(opts: &RunOpts, tag: &str) -> Result<qemu::Machine, String> {
     m.sstc = opts.sstc;
     // Host RAM: QEMU puts the bundle (our initrd) 256 MiB above the
     // hypervisor, splitting RAM; guest RAM must fit in one piece above it.
-    m.memory_mb = (opts.memory_mb + 512).max(1024);
+    m.memory_mb = (opts.memory_mb * 2 + 512).max(1024);
     Ok(m)
 }
 
