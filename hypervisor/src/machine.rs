@@ -172,12 +172,12 @@ impl Machine {
     fn run_vcpu(&mut self, slot: (usize, usize)) {
         self.switch_to(slot);
         let (v, c) = slot;
-        let slice_end = if self.others_runnable(slot) {
-            arch::time().saturating_add(SLICE_TICKS)
-        } else {
-            u64::MAX
-        };
+        let mut slice_end = u64::MAX;
         loop {
+            // Start (or keep) a time slice whenever another vCPU is waiting.
+            if slice_end == u64::MAX && self.others_runnable(slot) {
+                slice_end = arch::time().saturating_add(SLICE_TICKS);
+            }
             {
                 let vcpu = &mut self.vms[v].vcpus[c];
                 if vcpu.needs_fence {
@@ -218,6 +218,11 @@ impl Machine {
                     _ => st.irq_software += 1,
                 }
                 self.poll_host();
+                // Let a vCPU the interrupt woke run promptly (it may be the
+                // one this vCPU is spinning on).
+                if self.others_runnable(slot) {
+                    return Next::Reschedule;
+                }
                 Next::Resume
             }
             Exit::Other { cause, tval, htval } => {

@@ -52,6 +52,20 @@ fn cases() -> Vec<Case> {
                 testkernel_suite(n, RunOpts { vcpus: 2, sstc: false, harts: 2, ..RunOpts::default() }, Some("ipi: vCPU 1 interrupts vCPU 0"))
             },
         },
+        Case { name: "linux-shell", run: |n| linux_shell(n, RunOpts { guest: "linux".into(), ..RunOpts::default() }) },
+        Case {
+            name: "linux-shell-no-sstc",
+            run: |n| linux_shell(n, RunOpts { guest: "linux".into(), sstc: false, ..RunOpts::default() }),
+        },
+        Case {
+            name: "linux-shell-2vcpus",
+            run: |n| linux_shell(n, RunOpts { guest: "linux".into(), vcpus: 2, ..RunOpts::default() }),
+        },
+        Case {
+            name: "linux-shell-2vcpus-no-sstc",
+            run: |n| linux_shell(n, RunOpts { guest: "linux".into(), vcpus: 2, sstc: false, ..RunOpts::default() }),
+        },
+        Case { name: "linux-reboot", run: linux_reboot },
         Case { name: "crashing-guest-is-stopped", run: crashing_guest },
         Case { name: "bad-image-is-refused", run: bad_image },
         Case { name: "cpu-without-h-is-refused", run: no_h },
@@ -110,6 +124,66 @@ fn testkernel_suite(name: &str, opts: RunOpts, must_contain: Option<&str>) -> Re
         no_panic(s)?;
         if !st.success() {
             return Err(format!("QEMU exited with {st} after a clean guest shutdown"));
+        }
+        Ok(())
+    })
+}
+
+const T_LINUX: Duration = Duration::from_secs(240);
+const T_CMD: Duration = Duration::from_secs(60);
+
+fn linux_opts(mut o: RunOpts) -> RunOpts {
+    if o.memory_mb < 512 {
+        o.memory_mb = 512;
+    }
+    o
+}
+
+/// Boots Linux to its shell and runs commands on the console.
+fn linux_shell(name: &str, opts: RunOpts) -> Result<(), String> {
+    let vcpus = opts.vcpus;
+    with_session(name, &linux_opts(opts), |s| {
+        s.expect(&format!("guest: init ready, {vcpus} cpu(s)"), T_LINUX)?;
+        s.send("echo Hello $((6*7)) World\n")?;
+        s.expect("Hello 42 World", T_CMD)?;
+        // Markers are built by the shell ("" splits them in the echoed
+        // command line), so a match means the command really ran.
+        s.send("cat /proc/cpuinfo; echo CPUS=$(grep -c ^processor /proc/cpuinfo) cpuinfo\"\"-done\n")?;
+        s.expect("isa", T_CMD)?;
+        s.expect(&format!("CPUS={vcpus} cpuinfo-done"), T_CMD)?;
+        s.send("ls /; echo ls\"\"-done\n")?;
+        s.expect("ls-done", T_CMD)?;
+        let out = s.output();
+        let listing = out.rsplit("ls /;").next().unwrap_or("");
+        for dir in ["bin", "dev", "proc", "sys"] {
+            if !listing.contains(dir) {
+                return Err(format!("`ls /` does not show {dir}"));
+            }
+        }
+        s.send("poweroff -f\n")?;
+        let st = s.wait_exit(T_CMD)?;
+        no_panic(s)?;
+        if !st.success() {
+            return Err(format!("QEMU exited with {st} after poweroff -f"));
+        }
+        Ok(())
+    })
+}
+
+fn linux_reboot(name: &str) -> Result<(), String> {
+    let opts = linux_opts(RunOpts { guest: "linux".into(), ..RunOpts::default() });
+    with_session(name, &opts, |s| {
+        s.expect("guest: init ready", T_LINUX)?;
+        s.send("reboot -f\n")?;
+        s.expect("VM linux: rebooting", T_CMD)?;
+        s.expect("guest: init ready", T_LINUX)?;
+        s.send("echo second boot \"\"alive\n")?;
+        s.expect("second boot alive", T_CMD)?;
+        s.send("poweroff -f\n")?;
+        let st = s.wait_exit(T_CMD)?;
+        no_panic(s)?;
+        if !st.success() {
+            return Err(format!("QEMU exited with {st}"));
         }
         Ok(())
     })
