@@ -66,13 +66,24 @@ impl Console {
 }
 
 /// Prints every VM with its state, vCPU states and exit counts by reason.
-pub fn report(vms: &[Vm]) {
+pub fn report(vms: &[Vm], harts: &[crate::machine::HartSlot]) {
     crate::println!("\r\n[rivet] {} VM(s):", vms.len());
     for vm in vms {
         crate::println!("[rivet]  {} '{}' vmid {} {:?} boots {}", vm.index, vm.name, vm.vmid, vm.state, vm.boots);
         let mut total = crate::vcpu::ExitStats::default();
         for v in &vm.vcpus {
-            crate::println!("[rivet]    vcpu {} {:?}{} on hart 0, {} exits", v.id, v.hsm, if v.wfi { " (halted)" } else { "" }, v.stats.total());
+            let place = match (v.running_on, v.pin) {
+                (Some(h), _) => alloc::format!("running on hart {}", harts.get(h).map(|x| x.hartid).unwrap_or(0)),
+                (None, Some(p)) => alloc::format!("pinned to hart {}", harts.get(p).map(|x| x.hartid).unwrap_or(0)),
+                (None, None) => alloc::string::String::from("time-sliced"),
+            };
+            crate::println!(
+                "[rivet]    vcpu {} {:?}{} {place}, {} exits",
+                v.id,
+                v.hsm,
+                if v.wfi { " (halted)" } else { "" },
+                v.stats.total()
+            );
             total.add(&v.stats);
         }
         let s = &total;

@@ -28,7 +28,6 @@ pub enum Exit {
 pub const CAUSE_ILLEGAL_INSN: u64 = 2;
 pub const CAUSE_LOAD_ACCESS: u64 = 5;
 pub const CAUSE_STORE_ACCESS: u64 = 7;
-pub const CAUSE_FETCH_ACCESS: u64 = 1;
 
 /// Reads the trap CSRs of the exit that just happened.
 pub fn decode() -> Exit {

@@ -1,19 +1,32 @@
-//! The machine: all VMs, the physical hart's scheduling loop and the exit
-//! handlers. Today every vCPU runs on the boot hart, time-sliced; the run
-//! loop is written per hart (`Hart`) so secondary harts can join later.
+//! The machine: all VMs, the per-hart scheduling loop and the exit
+//! handlers.
+//!
+//! Every physical hart runs [`hart_main`]. Shared state (VMs, devices,
+//! vCPU scheduling state) lives in one [`Machine`] behind a ticket lock,
+//! taken to handle an exit and released while a guest runs. A vCPU is owned
+//! by the hart whose slot is in its `running_on`: only that hart touches its
+//! registers. Harts tell each other about new work with SBI IPIs ("kicks"):
+//! a kicked hart leaves its guest (or its WFI) and looks again.
+//!
+//! vCPUs pinned to a hart run only there (static partitioning, and they
+//! keep their VS CSRs loaded across halts); unpinned vCPUs are time-sliced
+//! round-robin over every hart, preempted by the host timer.
 
 use alloc::vec::Vec;
 
-use crate::arch::{self, csr::*, hext, Caps};
+use crate::arch::{self, csr::*, firmware, hext, Caps};
 use crate::exit::{self, Access, Exit};
 use crate::vm::{Vm, VmState, PLIC_BASE, PLIC_SIZE, UART_BASE, UART_SIZE};
-use crate::{csr_read, csr_write};
+use crate::{csr_clear, csr_read, csr_write};
 use rivet_frame_alloc::FrameAllocator;
 use rivet_insn::MmioAccess;
 use rivet_sbi::{HartState, Outcome, ResetReason, ResetType, SbiCall};
+use spin::mutex::{TicketMutex, TicketMutexGuard};
 
 /// Time slice when several vCPUs share a hart, in timebase ticks (10 ms at 10 MHz).
 const SLICE_TICKS: u64 = 100_000;
+
+type Slot = (usize, usize);
 
 /// What the run loop does after an exit.
 #[derive(Debug, PartialEq, Eq)]
@@ -22,6 +35,30 @@ enum Next {
     Resume,
     /// Give the hart to the scheduler (vCPU halted, stopped, or VM changed).
     Reschedule,
+    /// Re-enter once these vCPUs of the VM have run their remote fences.
+    WaitFences(u64),
+}
+
+/// Per-physical-hart state shared with other harts.
+pub struct HartSlot {
+    pub hartid: u64,
+    /// In the idle loop (a kick wakes it to look for work).
+    pub idle: bool,
+    /// Must run hfence.gvma before entering any guest again.
+    pub gvma_flush: bool,
+}
+
+/// State private to one physical hart.
+pub struct Hart {
+    pub slot: usize,
+    /// vCPU whose VS CSRs and FP registers are live in this hart.
+    loaded: Option<Slot>,
+    /// VM whose VMID this hart's G-stage TLB was last used with.
+    last_vm: Option<usize>,
+    /// Host timer deadline currently armed.
+    armed: u64,
+    cursor: usize,
+    caps: Caps,
 }
 
 pub struct Machine {
@@ -32,12 +69,145 @@ pub struct Machine {
     pub machine_ids: (u64, u64, u64),
     pub console: crate::console::Console,
     pub host_plic: Option<crate::hostplic::HostPlic>,
-    /// (vm, vcpu) whose VS CSRs and FP registers are live on this hart.
-    loaded: Option<(usize, usize)>,
-    /// Round-robin cursor over (vm, vcpu).
-    cursor: usize,
-    /// Host timer deadline currently armed.
-    armed: u64,
+    pub harts: Vec<HartSlot>,
+    /// Slot of the hart that owns the physical console (boot hart).
+    pub console_hart: usize,
+}
+
+static MACHINE: spin::Once<TicketMutex<Machine>> = spin::Once::new();
+
+/// Publishes the machine; secondary harts may start after this.
+pub fn install(m: Machine) {
+    MACHINE.call_once(|| TicketMutex::new(m));
+}
+
+fn lock() -> TicketMutexGuard<'static, Machine> {
+    match MACHINE.get() {
+        Some(m) => m.lock(),
+        None => panic!("machine used before install"),
+    }
+}
+
+pub fn caps() -> Caps {
+    lock().caps
+}
+
+/// The scheduling loop of one physical hart; never returns (the machine
+/// powers off from here when the last VM stops).
+pub fn hart_main(slot: usize) -> ! {
+    let caps = lock().caps;
+    let mut h = Hart { slot, loaded: None, last_vm: None, armed: u64::MAX, cursor: 0, caps };
+    loop {
+        let mut m = lock();
+        m.service(&mut h);
+        if !m.vms.iter().any(|v| v.state != VmState::Stopped { failed: false } && v.state != VmState::Stopped { failed: true }) && !m.keep_running {
+            let failed = m.vms.iter().any(|v| v.state == VmState::Stopped { failed: true });
+            m.power_off(failed);
+        }
+        match m.pick(&mut h) {
+            Some(s) => run_vcpu(&mut h, s, m),
+            None => {
+                let d = m.wake_deadline(&h, None);
+                m.harts[h.slot].idle = true;
+                if h.slot == m.console_hart {
+                    for vm in &mut m.vms {
+                        vm.flush_output();
+                    }
+                }
+                drop(m);
+                h.arm(d);
+                hext::wfi();
+                lock().harts[h.slot].idle = false;
+            }
+        }
+    }
+}
+
+/// Runs vCPU `s` on this hart until it halts, stops, or its slice ends.
+fn run_vcpu(h: &mut Hart, s: Slot, mut m: TicketMutexGuard<'static, Machine>) {
+    let (v, c) = s;
+    m.vms[v].vcpus[c].running_on = Some(h.slot);
+    m.switch_to(h, s);
+    let mut slice_end = u64::MAX;
+    loop {
+        // Start a time slice whenever another vCPU waits for this hart.
+        if slice_end == u64::MAX && m.others_runnable(h, s) {
+            slice_end = arch::time().saturating_add(SLICE_TICKS);
+        }
+        if m.harts[h.slot].gvma_flush {
+            m.harts[h.slot].gvma_flush = false;
+            hext::hfence_gvma_all();
+        }
+        let deadline = m.wake_deadline(h, Some(s)).min(slice_end);
+        let vcpu = &mut m.vms[v].vcpus[c];
+        if vcpu.needs_fence {
+            hext::hfence_vvma_all();
+            hext::fence_i();
+            vcpu.needs_fence = false;
+        }
+        vcpu.irq_set = 0;
+        vcpu.irq_clear = 0;
+        csr_write!(HVIP, vcpu.hvip);
+        let ctx: *mut arch::trap::GuestContext = &mut vcpu.ctx;
+        drop(m);
+        h.arm(deadline);
+        // SAFETY: `running_on` marks this hart as the vCPU's owner, so no
+        // other hart reads or writes its context until we clear it; the VM
+        // and vCPU vectors are never resized after boot, so the pointer
+        // stays valid.
+        arch::trap::enter_guest(unsafe { &mut *ctx });
+        let e = exit::decode();
+        let hw_hvip = csr_read!(HVIP);
+        m = lock();
+        m.vms[v].vcpus[c].merge_hvip(hw_hvip);
+        let mut next = m.handle_exit(h, s, e);
+        if let Next::WaitFences(targets) = next {
+            drop(m);
+            wait_fences(s, targets);
+            m = lock();
+            next = Next::Resume;
+        }
+        let runnable = m.runnable(s);
+        if next == Next::Reschedule || !runnable || (arch::time() >= slice_end && m.others_runnable(h, s)) {
+            m.deschedule(h, s);
+            return;
+        }
+    }
+}
+
+/// Spins (lock released) until every target vCPU has run its fence or left
+/// its hart, doing our own owed fence meanwhile so two vCPUs fencing each
+/// other cannot deadlock.
+fn wait_fences((v, c): Slot, targets: u64) {
+    loop {
+        {
+            let mut m = lock();
+            if m.vms[v].vcpus[c].needs_fence {
+                hext::hfence_vvma_all();
+                hext::fence_i();
+                m.vms[v].vcpus[c].needs_fence = false;
+            }
+            let vm = &m.vms[v];
+            let pending = vm.vcpus.iter().enumerate().any(|(i, t)| {
+                i < 64 && targets & (1 << i) != 0 && t.needs_fence && t.running_on.is_some()
+            });
+            if !pending || !vm.running() {
+                return;
+            }
+        }
+        for _ in 0..64 {
+            core::hint::spin_loop();
+        }
+    }
+}
+
+impl Hart {
+    fn arm(&mut self, deadline: u64) {
+        if deadline != self.armed {
+            arch::set_host_timer(&self.caps, deadline);
+            self.armed = deadline;
+        }
+    }
 }
 
 impl Machine {
@@ -50,79 +220,68 @@ impl Machine {
             machine_ids,
             console: crate::console::Console::new(),
             host_plic: None,
-            loaded: None,
-            cursor: 0,
-            armed: u64::MAX,
+            harts: Vec::new(),
+            console_hart: 0,
         }
     }
 
-    fn slots(&self) -> Vec<(usize, usize)> {
-        let mut v = Vec::new();
-        for (i, vm) in self.vms.iter().enumerate() {
-            for j in 0..vm.vcpus.len() {
-                v.push((i, j));
+    fn power_off(&mut self, failed: bool) -> ! {
+        for vm in &mut self.vms {
+            vm.flush_output();
+            if log::max_level() >= log::LevelFilter::Debug {
+                log::debug!("VM {} exit profile:", vm.name);
+                let mut t = crate::vcpu::ExitStats::default();
+                vm.vcpus.iter().for_each(|v| t.add(&v.stats));
+                crate::print_exit_stats(&t);
             }
         }
-        v
+        log::info!("all VMs stopped; powering off{}", if failed { " (a VM failed)" } else { "" });
+        firmware::shutdown(failed)
     }
 
-    fn runnable(&self, (v, c): (usize, usize)) -> bool {
+    fn slots(&self) -> impl Iterator<Item = Slot> + '_ {
+        self.vms.iter().enumerate().flat_map(|(i, vm)| (0..vm.vcpus.len()).map(move |j| (i, j)))
+    }
+
+    fn runnable(&self, (v, c): Slot) -> bool {
         self.vms[v].running() && self.vms[v].vcpus[c].runnable()
     }
 
-    /// Next runnable vCPU after the cursor, round-robin.
-    fn pick(&mut self) -> Option<(usize, usize)> {
-        let slots = self.slots();
-        let n = slots.len();
+    /// Whether hart `h` may run vCPU `s` now.
+    fn candidate(&self, h: &Hart, s: Slot) -> bool {
+        let vc = &self.vms[s.0].vcpus[s.1];
+        self.runnable(s) && vc.running_on.is_none() && vc.pin.is_none_or(|p| p == h.slot)
+    }
+
+    /// Next vCPU for this hart, round-robin.
+    fn pick(&mut self, h: &mut Hart) -> Option<Slot> {
+        let all: Vec<Slot> = self.slots().collect();
+        let n = all.len();
         for k in 1..=n {
-            let idx = (self.cursor + k) % n;
-            if self.runnable(slots[idx]) {
-                self.cursor = idx;
-                return Some(slots[idx]);
+            let idx = (h.cursor + k) % n;
+            if self.candidate(h, all[idx]) {
+                h.cursor = idx;
+                return Some(all[idx]);
             }
         }
         None
     }
 
-    fn others_runnable(&self, me: (usize, usize)) -> bool {
-        self.slots().into_iter().any(|s| s != me && self.runnable(s))
+    fn others_runnable(&self, h: &Hart, me: Slot) -> bool {
+        self.slots().any(|s| s != me && self.candidate(h, s))
     }
 
-    /// The scheduler: runs until every VM has stopped, then returns whether
-    /// any of them failed.
-    pub fn run(&mut self) -> bool {
-        loop {
-            self.poll_host();
-            if !self.vms.iter().any(|v| v.running()) && !self.keep_running {
-                return self.vms.iter().any(|v| v.state == VmState::Stopped { failed: true });
-            }
-            match self.pick() {
-                Some(slot) => self.run_vcpu(slot),
-                None => self.idle(),
-            }
-        }
-    }
-
-    /// Nothing to run: sleep until the next wake-up deadline or interrupt.
-    fn idle(&mut self) {
-        for vm in &mut self.vms {
-            vm.flush_output();
-        }
-        let deadline = self.wake_deadline(None);
-        self.arm(deadline);
-        hext::wfi();
-    }
-
-    /// Earliest time a vCPU other than `running` must be woken (or the
-    /// running one's emulated SBI timer).
-    fn wake_deadline(&self, running: Option<(usize, usize)>) -> u64 {
+    /// Earliest time this hart must wake to deliver a timer to a vCPU it
+    /// may run (its emulated SBI timer, or an Sstc timer of a halted one).
+    fn wake_deadline(&self, h: &Hart, running: Option<Slot>) -> u64 {
         let mut d = u64::MAX;
         for (i, vm) in self.vms.iter().enumerate() {
             if !vm.running() {
                 continue;
             }
             for (j, v) in vm.vcpus.iter().enumerate() {
-                if v.hsm != HartState::Started && v.hsm != HartState::Suspended {
+                let mine = v.pin.is_none_or(|p| p == h.slot);
+                if !mine || !matches!(v.hsm, HartState::Started | HartState::Suspended) {
                     continue;
                 }
                 if vm.sstc {
@@ -137,169 +296,184 @@ impl Machine {
         d
     }
 
-    fn arm(&mut self, deadline: u64) {
-        if deadline != self.armed {
-            arch::set_host_timer(&self.caps, deadline);
-            self.armed = deadline;
-        }
-    }
-
-    /// Saves the loaded vCPU's hardware state and loads `slot`'s.
-    fn switch_to(&mut self, slot: (usize, usize)) {
-        if self.loaded == Some(slot) {
+    /// Loads vCPU `s`'s VS CSRs and FP state into this hart.
+    fn switch_to(&mut self, h: &mut Hart, s: Slot) {
+        let (v, c) = s;
+        if h.loaded == Some(s) && !self.vms[v].vcpus[c].reload {
             return;
         }
-        if let Some((v, c)) = self.loaded {
-            let sstc = self.vms[v].sstc;
-            let vcpu = &mut self.vms[v].vcpus[c];
-            vcpu.csrs.save(sstc);
-            hext::fp_save(&mut vcpu.fp);
+        if let Some((pv, pc)) = h.loaded.take() {
+            if (pv, pc) != s {
+                let sstc = self.vms[pv].sstc;
+                let prev = &mut self.vms[pv].vcpus[pc];
+                prev.csrs.save(sstc);
+                hext::fp_save(&mut prev.fp);
+            }
         }
-        let (v, c) = slot;
+        let shared_vmid = h.last_vm.is_some_and(|l| l != v && self.vms[l].vmid == self.vms[v].vmid);
         let vm = &mut self.vms[v];
         csr_write!(HGATP, vm.hgatp);
+        if shared_vmid {
+            // VMIDs ran out and two VMs share this one: flush it.
+            hext::hfence_gvma_vmid(vm.vmid);
+        }
         let vcpu = &mut vm.vcpus[c];
         vcpu.csrs.restore(vm.sstc);
         hext::fp_restore(&vcpu.fp);
-        // Another vCPU used this hart's TLB under the same VMID (or
-        // another VM did): start clean so no stale VS-stage entry leaks.
+        vcpu.reload = false;
+        // Another vCPU used this hart's TLB under the same VMID: start
+        // clean so no stale VS-stage entry leaks between vCPUs.
         hext::hfence_vvma_all();
         hext::fence_i();
         vcpu.needs_fence = false;
-        self.loaded = Some(slot);
+        h.loaded = Some(s);
+        h.last_vm = Some(v);
     }
 
-    fn run_vcpu(&mut self, slot: (usize, usize)) {
-        self.switch_to(slot);
-        let (v, c) = slot;
-        let mut slice_end = u64::MAX;
-        loop {
-            // Start (or keep) a time slice whenever another vCPU is waiting.
-            if slice_end == u64::MAX && self.others_runnable(slot) {
-                slice_end = arch::time().saturating_add(SLICE_TICKS);
-            }
-            {
-                let vcpu = &mut self.vms[v].vcpus[c];
-                if vcpu.needs_fence {
-                    hext::hfence_vvma_all();
-                    hext::fence_i();
-                    vcpu.needs_fence = false;
-                }
-            }
-            let deadline = self.wake_deadline(Some(slot)).min(slice_end);
-            self.arm(deadline);
-            let vcpu = &mut self.vms[v].vcpus[c];
-            csr_write!(HVIP, vcpu.hvip);
-            arch::trap::enter_guest(&mut vcpu.ctx);
-            vcpu.hvip = csr_read!(HVIP);
-            let next = self.handle_exit(slot, exit::decode());
-            if next == Next::Reschedule || !self.runnable(slot) {
-                return;
-            }
-            if arch::time() >= slice_end && self.others_runnable(slot) {
-                return;
-            }
+    /// Takes vCPU `s` off this hart. Pinned vCPUs stay loaded here (nobody
+    /// else may run them); others are saved so any hart can pick them up.
+    fn deschedule(&mut self, h: &mut Hart, s: Slot) {
+        let sstc = self.vms[s.0].sstc;
+        let vcpu = &mut self.vms[s.0].vcpus[s.1];
+        vcpu.running_on = None;
+        if vcpu.pin != Some(h.slot) && h.loaded == Some(s) {
+            vcpu.csrs.save(sstc);
+            hext::fp_save(&mut vcpu.fp);
+            h.loaded = None;
         }
     }
 
-    fn handle_exit(&mut self, slot: (usize, usize), e: Exit) -> Next {
-        let (v, c) = slot;
-        match e {
-            Exit::Ecall => self.handle_sbi(slot),
-            Exit::GuestPageFault { access, gpa, gva, htinst } => {
-                self.handle_guest_fault(slot, access, gpa, gva, htinst)
-            }
-            Exit::VirtualInstruction { insn } => self.handle_virtual_insn(slot, insn),
-            Exit::Interrupt(code) => {
-                let st = &mut self.vms[v].vcpus[c].stats;
-                match code {
-                    IRQ_S_TIMER => st.irq_timer += 1,
-                    IRQ_S_EXT => st.irq_external += 1,
-                    _ => st.irq_software += 1,
-                }
-                self.poll_host();
-                // Let a vCPU the interrupt woke run promptly (it may be the
-                // one this vCPU is spinning on).
-                if self.others_runnable(slot) {
-                    return Next::Reschedule;
-                }
-                Next::Resume
-            }
-            Exit::Other { cause, tval, htval } => {
-                self.vms[v].vcpus[c].stats.other += 1;
-                self.crash(slot, cause, tval, htval);
-                Next::Reschedule
-            }
-        }
-    }
-
-    /// Stops a VM whose guest did something it cannot recover from.
-    fn crash(&mut self, (v, c): (usize, usize), cause: u64, tval: u64, htval: u64) {
-        let vm = &mut self.vms[v];
-        let pc = vm.vcpus[c].ctx.sepc;
-        vm.stop(
-            true,
-            format_args!(
-                "guest crashed: vcpu {c} pc={pc:#x} cause={cause} ({}) tval={tval:#x} htval={htval:#x}",
-                exit::cause_name(cause)
-            ),
-        );
-    }
-
-    /// Delivers pending host interrupts: timer deadlines, console input, IPIs.
-    fn poll_host(&mut self) {
-        let sip = csr_read!(SIP);
-        if sip & (1 << IRQ_S_TIMER) != 0 || arch::time() >= self.armed {
-            self.armed = u64::MAX;
-            arch::set_host_timer(&self.caps, u64::MAX);
-            self.expire_timers();
-        }
-        if sip & (1 << IRQ_S_EXT) != 0 {
-            if let Some(p) = self.host_plic.take() {
-                while let Some(irq) = p.claim() {
-                    if Some(irq) == p.uart_irq {
-                        self.drain_uart();
+    /// Tells the hart that runs (or should run) vCPU `s` to look again.
+    fn kick(&self, h: &Hart, (v, c): Slot) {
+        let vc = &self.vms[v].vcpus[c];
+        match vc.running_on.or(vc.pin) {
+            Some(t) if t != h.slot => self.ipi(t),
+            Some(_) => {}
+            None => {
+                for (i, hs) in self.harts.iter().enumerate() {
+                    if i != h.slot && hs.idle {
+                        self.ipi(i);
                     }
-                    p.complete(irq);
+                }
+            }
+        }
+    }
+
+    fn kick_mask(&self, h: &Hart, v: usize, mask: u64) {
+        for c in 0..self.vms[v].vcpus.len().min(64) {
+            if mask & (1 << c) != 0 {
+                self.kick(h, (v, c));
+            }
+        }
+    }
+
+    /// Makes every hart running a vCPU of VM `v` leave it.
+    fn kick_vm(&self, h: &Hart, v: usize) {
+        for c in 0..self.vms[v].vcpus.len() {
+            if self.vms[v].vcpus[c].running_on.is_some() {
+                self.kick(h, (v, c));
+            }
+        }
+    }
+
+    fn ipi(&self, slot: usize) {
+        if let Some(hs) = self.harts.get(slot) {
+            firmware::send_ipi(1, hs.hartid);
+        }
+    }
+
+    /// Requests hfence.gvma on every hart (G-stage mappings changed or a
+    /// VMID is being reused).
+    #[allow(dead_code)]
+    pub fn gstage_shootdown(&mut self, h: &Hart) {
+        for i in 0..self.harts.len() {
+            self.harts[i].gvma_flush = true;
+            if i != h.slot {
+                self.ipi(i);
+            }
+        }
+    }
+
+    /// Host-side work: kicks, timers, console input, deferred reboots.
+    fn service(&mut self, h: &mut Hart) {
+        let sip = csr_read!(SIP);
+        if sip & (1 << IRQ_S_SOFT) != 0 {
+            csr_clear!(SIP, 1 << IRQ_S_SOFT);
+        }
+        if self.harts[h.slot].gvma_flush {
+            self.harts[h.slot].gvma_flush = false;
+            hext::hfence_gvma_all();
+        }
+        if sip & (1 << IRQ_S_TIMER) != 0 || arch::time() >= h.armed {
+            h.armed = u64::MAX;
+            arch::set_host_timer(&self.caps, u64::MAX);
+            self.expire_timers(h);
+        }
+        if h.slot == self.console_hart {
+            if let Some(p) = self.host_plic.take() {
+                if sip & (1 << IRQ_S_EXT) != 0 {
+                    while let Some(irq) = p.claim() {
+                        if Some(irq) == p.uart_irq {
+                            self.drain_uart(h);
+                        }
+                        p.complete(irq);
+                    }
                 }
                 self.host_plic = Some(p);
             } else {
-                self.drain_uart();
+                self.drain_uart(h);
             }
-        } else if self.host_plic.is_none() {
-            self.drain_uart();
         }
-        if sip & (1 << IRQ_S_SOFT) != 0 {
-            crate::csr_clear!(SIP, 1 << IRQ_S_SOFT);
+        for v in 0..self.vms.len() {
+            if self.vms[v].state == VmState::Rebooting && !self.vms[v].any_running() {
+                self.vms[v].reboot();
+                if h.loaded.is_some_and(|l| l.0 == v) {
+                    h.loaded = None;
+                }
+                self.kick_vm_all(h, v);
+            }
         }
     }
 
-    fn expire_timers(&mut self) {
+    /// After a reboot: wake the harts vCPU 0 may run on.
+    fn kick_vm_all(&self, h: &Hart, v: usize) {
+        if !self.vms[v].vcpus.is_empty() {
+            self.kick(h, (v, 0));
+        }
+    }
+
+    fn expire_timers(&mut self, h: &Hart) {
         let now = arch::time();
-        for vm in &mut self.vms {
+        let mut woken: Vec<Slot> = Vec::new();
+        for (i, vm) in self.vms.iter_mut().enumerate() {
             let sstc = vm.sstc;
-            for v in &mut vm.vcpus {
+            for (j, v) in vm.vcpus.iter_mut().enumerate() {
                 if sstc {
                     if v.wfi && v.csrs.vstimecmp <= now {
                         v.wfi = false;
+                        woken.push((i, j));
                     }
                 } else if v.sbi_deadline <= now {
-                    v.hvip |= 1 << IRQ_VS_TIMER;
+                    v.raise(1 << IRQ_VS_TIMER);
                     v.sbi_deadline = u64::MAX;
                     v.wfi = false;
+                    woken.push((i, j));
                 }
             }
         }
-    }
-
-    fn drain_uart(&mut self) {
-        while let Some(b) = arch::uart::getc() {
-            let action = self.console.input(b, self.vms.len());
-            self.console_action(action);
+        for s in woken {
+            self.kick(h, s);
         }
     }
 
-    fn console_action(&mut self, a: crate::console::Action) {
+    fn drain_uart(&mut self, h: &Hart) {
+        while let Some(b) = arch::uart::getc() {
+            let action = self.console.input(b, self.vms.len());
+            self.console_action(h, action);
+        }
+    }
+
+    fn console_action(&mut self, h: &Hart, a: crate::console::Action) {
         use crate::console::Action;
         match a {
             Action::None => {}
@@ -309,45 +483,92 @@ impl Machine {
                     if vm.input.len() < 4096 {
                         vm.input.push_back(b);
                     }
-                    vm.sync_irqs();
+                    let woken = vm.sync_irqs();
+                    self.kick_mask(h, f, woken);
                 }
             }
-            Action::Report => crate::console::report(&self.vms),
+            Action::Report => crate::console::report(&self.vms, &self.harts),
             Action::Stop(i) => {
                 if let Some(vm) = self.vms.get_mut(i) {
                     vm.stop(false, format_args!("stopped from the console"));
+                    self.kick_vm(h, i);
                 }
             }
             Action::Restart(i) => {
                 if let Some(vm) = self.vms.get_mut(i) {
-                    vm.reboot();
-                }
-                if self.loaded.map(|l| l.0) == Some(i) {
-                    self.loaded = None;
+                    log::info!("VM {}: restart requested from the console", vm.name);
+                    vm.state = VmState::Rebooting;
+                    self.kick_vm(h, i);
                 }
             }
             Action::PowerOff => {
-                for vm in &mut self.vms {
+                for (i, vm) in self.vms.iter_mut().enumerate() {
                     if vm.running() {
                         vm.stop(false, format_args!("machine powered off from the console"));
                     }
+                    let _ = i;
                 }
                 self.keep_running = false;
             }
         }
     }
 
-    fn handle_sbi(&mut self, slot: (usize, usize)) -> Next {
-        let (v, c) = slot;
+    fn handle_exit(&mut self, h: &mut Hart, s: Slot, e: Exit) -> Next {
+        let (v, c) = s;
+        match e {
+            Exit::Ecall => self.handle_sbi(h, s),
+            Exit::GuestPageFault { access, gpa, gva, htinst } => self.handle_guest_fault(h, s, access, gpa, gva, htinst),
+            Exit::VirtualInstruction { insn } => self.handle_virtual_insn(h, s, insn),
+            Exit::Interrupt(code) => {
+                let st = &mut self.vms[v].vcpus[c].stats;
+                match code {
+                    IRQ_S_TIMER => st.irq_timer += 1,
+                    IRQ_S_EXT => st.irq_external += 1,
+                    _ => st.irq_software += 1,
+                }
+                self.service(h);
+                // Let a vCPU the interrupt woke run promptly (it may be the
+                // one this vCPU is spinning on).
+                if self.others_runnable(h, s) {
+                    return Next::Reschedule;
+                }
+                Next::Resume
+            }
+            Exit::Other { cause, tval, htval } => {
+                self.vms[v].vcpus[c].stats.other += 1;
+                self.crash(h, s, cause, tval, htval);
+                Next::Reschedule
+            }
+        }
+    }
+
+    /// Stops a VM whose guest did something it cannot recover from.
+    fn crash(&mut self, h: &Hart, (v, c): Slot, cause: u64, tval: u64, htval: u64) {
+        let vm = &mut self.vms[v];
+        let pc = vm.vcpus[c].ctx.sepc;
+        vm.stop(
+            true,
+            format_args!(
+                "guest crashed: vcpu {c} pc={pc:#x} cause={cause} ({}) tval={tval:#x} htval={htval:#x}",
+                exit::cause_name(cause)
+            ),
+        );
+        self.kick_vm(h, v);
+    }
+
+    fn handle_sbi(&mut self, h: &mut Hart, s: Slot) -> Next {
+        let (v, c) = s;
         let ids = self.machine_ids;
         let vm = &mut self.vms[v];
         let x = &vm.vcpus[c].ctx.x;
         let call = SbiCall { eid: x[17], fid: x[16], args: [x[10], x[11], x[12], x[13], x[14], x[15]] };
         vm.vcpus[c].stats.sbi[crate::vcpu::ExitStats::sbi_kind(call.eid)] += 1;
-        let outcome = {
-            let mut env = crate::sbi_env::Env { vm, cur: c, machine_ids: ids };
-            rivet_sbi::dispatch(&mut env, &call)
+        let (outcome, kicks, fence_wait) = {
+            let mut env = crate::sbi_env::Env { vm, cur: c, machine_ids: ids, kicks: 0, fence_wait: 0 };
+            let o = rivet_sbi::dispatch(&mut env, &call);
+            (o, env.kicks, env.fence_wait)
         };
+        self.kick_mask(h, v, kicks);
         let vm = &mut self.vms[v];
         match outcome {
             Outcome::Ret(r) => {
@@ -355,9 +576,8 @@ impl Machine {
                 ctx.x[10] = r.error as u64;
                 ctx.x[11] = r.value;
                 ctx.sepc += 4;
-                // An IPI or hart start may have made another vCPU runnable.
-                if call.eid == rivet_sbi::eid::HSM || call.eid == rivet_sbi::eid::IPI {
-                    return Next::Reschedule;
+                if fence_wait != 0 {
+                    return Next::WaitFences(fence_wait);
                 }
                 Next::Resume
             }
@@ -365,9 +585,8 @@ impl Machine {
                 let ctx = &mut vm.vcpus[c].ctx;
                 ctx.x[10] = a0 as u64;
                 ctx.sepc += 4;
-                // Legacy send_ipi may have woken another vCPU.
-                if call.eid == 0x04 {
-                    return Next::Reschedule;
+                if fence_wait != 0 {
+                    return Next::WaitFences(fence_wait);
                 }
                 Next::Resume
             }
@@ -379,10 +598,10 @@ impl Machine {
                     }
                     ResetType::ColdReboot | ResetType::WarmReboot => {
                         vm.flush_output();
-                        vm.reboot();
-                        self.loaded = None;
+                        vm.state = VmState::Rebooting;
                     }
                 }
+                self.kick_vm(h, v);
                 Next::Reschedule
             }
             Outcome::HartStop => {
@@ -390,23 +609,24 @@ impl Machine {
                 Next::Reschedule
             }
             Outcome::Suspend { retentive, resume_addr, opaque } => {
+                let sstc = vm.sstc;
                 let vcpu = &mut vm.vcpus[c];
                 vcpu.ctx.sepc += 4;
                 vcpu.ctx.x[10] = 0;
                 vcpu.hsm = HartState::Suspended;
                 vcpu.resume = (!retentive).then_some((resume_addr, opaque));
                 vcpu.wfi = true;
-                sync_wake_state(vcpu, vm.sstc);
-                self.try_wake(slot);
+                sync_wake_state(vcpu, sstc);
+                self.try_wake(h, s);
                 Next::Reschedule
             }
         }
     }
 
     /// A halted vCPU (WFI or suspend) with an enabled interrupt pending
-    /// runs again; a non-retentive suspend resumes at its resume address.
-    fn try_wake(&mut self, (v, c): (usize, usize)) {
-        let loaded = self.loaded == Some((v, c));
+    /// runs again.
+    fn try_wake(&mut self, h: &Hart, (v, c): Slot) {
+        let loaded = h.loaded == Some((v, c));
         let vm = &mut self.vms[v];
         let sstc = vm.sstc;
         let vcpu = &mut vm.vcpus[c];
@@ -420,8 +640,8 @@ impl Machine {
         }
     }
 
-    fn handle_virtual_insn(&mut self, slot: (usize, usize), insn: u64) -> Next {
-        let (v, c) = slot;
+    fn handle_virtual_insn(&mut self, h: &mut Hart, s: Slot, insn: u64) -> Next {
+        let (v, c) = s;
         const WFI: u64 = 0x1050_0073;
         let sstc = self.vms[v].sstc;
         let vcpu = &mut self.vms[v].vcpus[c];
@@ -430,7 +650,7 @@ impl Machine {
             vcpu.ctx.sepc += 4;
             vcpu.wfi = true;
             sync_wake_state(vcpu, sstc);
-            self.try_wake(slot);
+            self.try_wake(h, s);
             if self.vms[v].vcpus[c].wfi {
                 return Next::Reschedule;
             }
@@ -441,30 +661,29 @@ impl Machine {
         // are illegal instructions.
         let vm = &mut self.vms[v];
         if vm.reported.first(1) {
-            log::warn!("VM {}: vcpu {c} used a privileged instruction {insn:#x}; injecting illegal instruction", vm.name);
+            log::warn!("VM {}: vcpu {c} used a privileged instruction {insn:#x}; injecting illegal instruction (reported once)", vm.name);
         }
         inject(&mut vm.vcpus[c], exit::CAUSE_ILLEGAL_INSN, insn);
         Next::Resume
     }
 
-    fn handle_guest_fault(&mut self, slot: (usize, usize), access: Access, gpa: u64, gva: u64, htinst: u64) -> Next {
-        let (v, c) = slot;
+    fn handle_guest_fault(&mut self, h: &mut Hart, s: Slot, access: Access, gpa: u64, gva: u64, htinst: u64) -> Next {
+        let (v, c) = s;
         if access == Access::Fetch {
             self.vms[v].vcpus[c].stats.other += 1;
-            self.crash(slot, 20, gva, gpa >> 2);
+            self.crash(h, s, 20, gva, gpa >> 2);
             return Next::Reschedule;
         }
         let fault_cause = if access == Access::Load { exit::CAUSE_LOAD_ACCESS } else { exit::CAUSE_STORE_ACCESS };
         let vm = &mut self.vms[v];
         let pc = vm.vcpus[c].ctx.sepc;
-        let decoded = decode_mmio(htinst, pc);
-        let op = match decoded {
+        let op = match decode_mmio(htinst, pc) {
             Some(Ok(op)) if op.is_store == (access == Access::Store) => op,
             other => {
                 vm.vcpus[c].stats.mmio_unclaimed += 1;
                 if vm.reported.first(2) {
                     log::warn!(
-                        "VM {}: vcpu {c} pc={pc:#x}: access to {gpa:#x} not emulated ({other:?}); injecting access fault",
+                        "VM {}: vcpu {c} pc={pc:#x}: access to {gpa:#x} not emulated ({other:?}); injecting access fault (reported once)",
                         vm.name
                     );
                 }
@@ -474,6 +693,7 @@ impl Machine {
         };
         let store_val = op.truncate(vm.vcpus[c].ctx.x[op.reg as usize]);
         let width = op.width.bytes();
+        let mut woken = 0;
         let result: Option<u64> = if (PLIC_BASE..PLIC_BASE + PLIC_SIZE).contains(&gpa) {
             vm.vcpus[c].stats.mmio_plic += 1;
             let off = gpa - PLIC_BASE;
@@ -482,7 +702,7 @@ impl Machine {
             } else {
                 vm.plic.read(off, width).map(u64::from)
             };
-            vm.sync_irqs();
+            woken = vm.sync_irqs();
             r
         } else if (UART_BASE..UART_BASE + UART_SIZE).contains(&gpa) && width == 1 {
             vm.vcpus[c].stats.mmio_uart += 1;
@@ -495,7 +715,7 @@ impl Machine {
             } else {
                 Some(vm.uart.read(off) as u64)
             };
-            vm.sync_irqs();
+            woken = vm.sync_irqs();
             r
         } else {
             None
@@ -512,7 +732,7 @@ impl Machine {
                 vcpu.stats.mmio_unclaimed += 1;
                 if vm.reported.first(3) {
                     log::warn!(
-                        "VM {}: vcpu {c} pc={pc:#x}: {} of {width} bytes at unclaimed address {gpa:#x}; injecting access fault",
+                        "VM {}: vcpu {c} pc={pc:#x}: {} of {width} bytes at unclaimed address {gpa:#x}; injecting access fault (reported once)",
                         vm.name,
                         if op.is_store { "store" } else { "load" }
                     );
@@ -520,12 +740,13 @@ impl Machine {
                 inject(&mut vm.vcpus[c], fault_cause, gva);
             }
         }
+        self.kick_mask(h, v, woken & !(1 << c));
         Next::Resume
     }
 }
 
 /// A loaded vCPU going to sleep: copy the live wake-up state (vsie,
-/// vstimecmp) to its saved image, which the idle loop reads.
+/// vstimecmp) to its saved image, which other harts and the idle loop read.
 fn sync_wake_state(vcpu: &mut crate::vcpu::Vcpu, sstc: bool) {
     vcpu.csrs.vsie = csr_read!(VSIE);
     if sstc {
@@ -551,7 +772,8 @@ fn decode_mmio(htinst: u64, pc: u64) -> Option<Result<MmioAccess, rivet_insn::De
 }
 
 /// Delivers an exception to the guest as the hardware would have if it had
-/// been delegated: VS CSRs updated, pc at vstvec, VS-mode.
+/// been delegated: VS CSRs updated, pc at vstvec, VS-mode. Only for the
+/// vCPU loaded on this hart.
 pub fn inject(vcpu: &mut crate::vcpu::Vcpu, cause: u64, tval: u64) {
     let ctx = &mut vcpu.ctx;
     let mut vsstatus = csr_read!(VSSTATUS);

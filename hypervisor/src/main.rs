@@ -137,7 +137,21 @@ extern "C" fn rust_main(hartid: u64, dtb_pa: u64) -> ! {
     };
     logger::set_level(bundle.log_level);
 
+    // Physical harts we schedule on: the enabled ones, up to our stacks.
+    let mut hart_ids: Vec<u64> = host.harts.iter().filter(|h| h.enabled).map(|h| h.hartid).collect();
+    if hart_ids.len() > arch::entry::MAX_HARTS {
+        log::warn!("{} harts present; using the first {}", hart_ids.len(), arch::entry::MAX_HARTS);
+        hart_ids.truncate(arch::entry::MAX_HARTS);
+    }
+    let Some(boot_slot) = hart_ids.iter().position(|&h| h == hartid) else {
+        fail(format_args!("boot hart {hartid} is not among the usable harts"))
+    };
     let mut machine = machine::Machine::new(caps, frames, firmware::machine_ids());
+    machine.console_hart = boot_slot;
+    machine.harts = hart_ids
+        .iter()
+        .map(|&h| machine::HartSlot { hartid: h, idle: false, gvma_flush: false })
+        .collect();
     machine.keep_running = bundle.flags & rivet_bundle::FLAG_KEEP_RUNNING != 0;
     let mmu = host.harts.first().and_then(|h| h.mmu.clone()).unwrap_or_else(|| String::from("riscv,sv39"));
     let exts = guest_extensions(host.harts.first(), caps.sstc);
@@ -147,10 +161,14 @@ extern "C" fn rust_main(hartid: u64, dtb_pa: u64) -> ! {
         extensions: &exts,
         sstc: caps.sstc,
         gstage_mode: mode,
+        harts: hart_ids.len(),
     };
     let multi = bundle.vm_count() > 1;
+    // VMIDs 1..=max; when VMs outnumber them they are shared and a hart
+    // flushes the VMID when it switches between VMs that share it.
+    let max_vmid = (1u64 << caps.vmid_bits).saturating_sub(1);
     for (i, desc) in bundle.vms().enumerate() {
-        let vmid = (i + 1) as u16 & ((1u32 << caps.vmid_bits) - 1) as u16;
+        let vmid = if max_vmid == 0 { 0 } else { (i as u64 % max_vmid + 1) as u16 };
         match vm::Vm::new(i, &desc, vmid, &view, &mut machine.frames) {
             Ok(mut vm) => {
                 vm.prefix_output = multi;
@@ -175,17 +193,26 @@ extern "C" fn rust_main(hartid: u64, dtb_pa: u64) -> ! {
         }
     }
 
-    let failed = machine.run();
-    for vm in &machine.vms {
-        log::debug!("VM {} final exit profile:", vm.name);
-        if log::max_level() >= log::LevelFilter::Debug {
-            let mut t = vcpu::ExitStats::default();
-            vm.vcpus.iter().for_each(|v| t.add(&v.stats));
-            print_exit_stats(&t);
+    machine::install(machine);
+    for (slot, hartid) in hart_ids.iter().enumerate() {
+        if slot == boot_slot {
+            continue;
+        }
+        let r = firmware::hart_start(*hartid, arch::entry::secondary_entry(), slot as u64);
+        if r.error != 0 {
+            log::warn!("hart {hartid} did not start (SBI error {}); continuing without it", r.error);
         }
     }
-    log::info!("all VMs stopped; powering off{}", if failed { " (a VM failed)" } else { "" });
-    firmware::shutdown(failed)
+    machine::hart_main(boot_slot)
+}
+
+/// Secondary harts land here (arch/entry.rs) once the machine is ready.
+#[no_mangle]
+extern "C" fn rust_secondary(hartid: u64, slot: u64) -> ! {
+    let caps = machine::caps();
+    arch::init_hart(&caps);
+    log::info!("hart {hartid} online (slot {slot})");
+    machine::hart_main(slot as usize)
 }
 
 /// The ISA extensions a guest gets: what the host hart has, limited to

@@ -13,6 +13,11 @@ pub struct Env<'a> {
     /// The calling vCPU (loaded on this hart: its VS CSRs are live).
     pub cur: usize,
     pub machine_ids: (u64, u64, u64),
+    /// vCPUs (bitmask) whose harts must be kicked after the call.
+    pub kicks: u64,
+    /// vCPUs (bitmask) running elsewhere that owe a fence before the call
+    /// may return.
+    pub fence_wait: u64,
 }
 
 impl Env<'_> {
@@ -23,6 +28,14 @@ impl Env<'_> {
             Fence::Vma { start, size } => fence_range(start, size, None),
             Fence::VmaAsid { start, size, asid } => fence_range(start, size, Some(asid)),
         }
+    }
+}
+
+fn bit(hart: usize) -> u64 {
+    if hart < 64 {
+        1 << hart
+    } else {
+        0
     }
 }
 
@@ -89,6 +102,7 @@ impl SbiEnv for Env<'_> {
     fn hart_start(&mut self, hart: usize, start_addr: u64, opaque: u64) {
         if let Some(v) = self.vm.vcpus.get_mut(hart) {
             v.reset_to(start_addr, opaque);
+            self.kicks |= bit(hart);
         }
     }
 
@@ -100,9 +114,9 @@ impl SbiEnv for Env<'_> {
             v.csrs.vstimecmp = stime;
             csr_write!(VSTIMECMP, stime);
         } else {
-            v.hvip &= !(1 << IRQ_VS_TIMER);
+            v.lower(1 << IRQ_VS_TIMER);
             if stime <= arch::time() {
-                v.hvip |= 1 << IRQ_VS_TIMER;
+                v.raise(1 << IRQ_VS_TIMER);
                 v.sbi_deadline = u64::MAX;
             } else {
                 v.sbi_deadline = stime;
@@ -113,8 +127,9 @@ impl SbiEnv for Env<'_> {
     fn send_ipi(&mut self, targets: HartSet) {
         for h in targets.iter() {
             if let Some(v) = self.vm.vcpus.get_mut(h) {
-                v.hvip |= 1 << IRQ_VS_SOFT;
+                v.raise(1 << IRQ_VS_SOFT);
                 v.wfi = false;
+                self.kicks |= bit(h);
             }
         }
     }
@@ -124,8 +139,13 @@ impl SbiEnv for Env<'_> {
             if h == self.cur {
                 Self::local_fence(fence);
             } else if let Some(v) = self.vm.vcpus.get_mut(h) {
-                // Not running anywhere right now: it fences before it next runs.
+                // It fences before it next enters the guest; if it is in the
+                // guest on another hart now, kick it and wait for that.
                 v.needs_fence = true;
+                if v.running_on.is_some() {
+                    self.kicks |= bit(h);
+                    self.fence_wait |= bit(h);
+                }
             }
         }
     }
@@ -133,7 +153,7 @@ impl SbiEnv for Env<'_> {
     fn clear_ipi(&mut self) -> bool {
         let Some(v) = self.vm.vcpus.get_mut(self.cur) else { return false };
         let was = v.hvip & (1 << IRQ_VS_SOFT) != 0;
-        v.hvip &= !(1 << IRQ_VS_SOFT);
+        v.lower(1 << IRQ_VS_SOFT);
         was
     }
 

@@ -134,6 +134,17 @@ pub struct Vcpu {
     /// A remote fence is owed before this vCPU runs again.
     pub needs_fence: bool,
     pub stats: ExitStats,
+    /// Physical hart slot this vCPU is pinned to (static partitioning).
+    pub pin: Option<usize>,
+    /// Physical hart slot running it right now (it owns ctx/csrs/fp then).
+    pub running_on: Option<usize>,
+    /// hvip bits raised / lowered by others since it last entered the
+    /// guest; merged into the hardware value at exit so none is lost.
+    pub irq_set: u64,
+    pub irq_clear: u64,
+    /// Its saved state was rewritten (HSM start, reboot): a hart that still
+    /// holds it loaded must load it again.
+    pub reload: bool,
 }
 
 /// hstatus for entering a guest: SPV (enter V=1), SPVP (HLV as VS), VTW (trap WFI).
@@ -162,7 +173,34 @@ impl Vcpu {
             sbi_deadline: u64::MAX,
             needs_fence: true,
             stats: ExitStats::default(),
+            pin: None,
+            running_on: None,
+            irq_set: 0,
+            irq_clear: 0,
+            reload: true,
         }
+    }
+
+    /// Raises a VS interrupt (hvip bit) from anywhere.
+    pub fn raise(&mut self, bit: u64) {
+        self.hvip |= bit;
+        self.irq_set |= bit;
+        self.irq_clear &= !bit;
+    }
+
+    /// Lowers a VS interrupt (hvip bit) from anywhere.
+    pub fn lower(&mut self, bit: u64) {
+        self.hvip &= !bit;
+        self.irq_clear |= bit;
+        self.irq_set &= !bit;
+    }
+
+    /// At exit: the hardware hvip (the guest may have cleared VSSIP) with
+    /// every change others made while it ran.
+    pub fn merge_hvip(&mut self, hw: u64) {
+        self.hvip = (hw & !self.irq_clear) | self.irq_set;
+        self.irq_set = 0;
+        self.irq_clear = 0;
     }
 
     /// Puts the vCPU at `pc` in VS-mode with a0 = hartid, a1 = `a1`, MMU
@@ -183,6 +221,9 @@ impl Vcpu {
         self.wfi = false;
         self.sbi_deadline = u64::MAX;
         self.needs_fence = true;
+        self.reload = true;
+        self.irq_set = 0;
+        self.irq_clear = 0;
         self.hsm = HartState::Started;
     }
 

@@ -30,6 +30,9 @@ pub const UART_CLOCK: u32 = 3_686_400;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VmState {
     Running,
+    /// Restart requested: the first hart to see no vCPU of it running
+    /// reloads it.
+    Rebooting,
     /// Shut down; `failed` when it asked for a failure shutdown or crashed.
     Stopped { failed: bool },
 }
@@ -48,6 +51,8 @@ pub struct Vm {
     pub name: String,
     pub vmid: u16,
     pub ram: GuestRam,
+    /// Owns the VM's G-stage table frames (VMs live as long as the machine).
+    #[allow(dead_code)]
     pub gstage: GStage,
     pub hgatp: u64,
     pub vcpus: Vec<Vcpu>,
@@ -75,6 +80,8 @@ pub enum VmError {
     Load(rivet_loader::LoadError),
     Dt,
     GStage(rivet_gstage::Error),
+    /// vCPU pinned to a physical hart the machine does not have.
+    BadPin { vcpu: usize, hart: u8, harts: usize },
 }
 
 impl core::fmt::Display for VmError {
@@ -84,6 +91,9 @@ impl core::fmt::Display for VmError {
             VmError::Load(e) => write!(f, "{e}"),
             VmError::Dt => write!(f, "could not build the guest device tree"),
             VmError::GStage(e) => write!(f, "G-stage mapping failed: {e:?}"),
+            VmError::BadPin { vcpu, hart, harts } => {
+                write!(f, "vCPU {vcpu} is pinned to hart {hart}, but the machine has {harts} hart(s)")
+            }
         }
     }
 }
@@ -95,6 +105,8 @@ pub struct HostView<'a> {
     pub extensions: &'a [&'a str],
     pub sstc: bool,
     pub gstage_mode: Mode,
+    /// Physical harts the hypervisor runs on (pins must be below this).
+    pub harts: usize,
 }
 
 impl Vm {
@@ -106,6 +118,13 @@ impl Vm {
         host: &HostView,
         frames: &mut FrameAllocator,
     ) -> Result<Vm, VmError> {
+        for (i, p) in desc.pins.iter().enumerate() {
+            if let Some(h) = *p {
+                if h as usize >= host.harts {
+                    return Err(VmError::BadPin { vcpu: i, hart: h, harts: host.harts });
+                }
+            }
+        }
         let size = desc.memory_size;
         let hpa = frames.alloc(size, 2 << 20).ok_or(VmError::NoMemory(size))?;
         let ram = GuestRam { gpa: RAM_BASE, hpa, size };
@@ -152,7 +171,13 @@ impl Vm {
             ram,
             gstage,
             hgatp,
-            vcpus: (0..desc.vcpus as usize).map(Vcpu::new).collect(),
+            vcpus: (0..desc.vcpus as usize)
+                .map(|i| {
+                    let mut v = Vcpu::new(i);
+                    v.pin = desc.pins.get(i).copied().flatten().map(usize::from);
+                    v
+                })
+                .collect(),
             plic: Plic::new(PLIC_NDEV, desc.vcpus as usize),
             uart: Uart16550::new(),
             state: VmState::Running,
@@ -181,7 +206,9 @@ impl Vm {
         }
         mm::copy_to(off(layout.dtb), &self.dtb);
         for v in &mut self.vcpus {
+            let pin = v.pin;
             *v = Vcpu::new(v.id);
+            v.pin = pin;
         }
         self.vcpus[0].reset_to(self.entry, self.dtb_addr);
         self.plic.reset();
@@ -211,6 +238,9 @@ impl Vm {
     }
 
     pub fn stop(&mut self, failed: bool, why: core::fmt::Arguments) {
+        if !matches!(self.state, VmState::Running | VmState::Rebooting) {
+            return;
+        }
         self.flush_output();
         if failed {
             log::error!("VM {} stopped: {}", self.name, why);
@@ -264,29 +294,34 @@ impl Vm {
     }
 
     /// Moves queued console input into the UART FIFO and recomputes every
-    /// interrupt line; wakes vCPUs that now have an external interrupt.
-    pub fn sync_irqs(&mut self) {
+    /// interrupt line; wakes vCPUs that now have an external interrupt and
+    /// returns them as a bitmask (their harts need a kick).
+    pub fn sync_irqs(&mut self) -> u64 {
         while self.uart.rx_space() > 0 {
             let Some(b) = self.input.pop_front() else { break };
             self.uart.push_input(&[b]);
         }
         self.plic.set_level(UART_IRQ, self.uart.irq());
         let lines = self.plic.irq_lines();
+        let mut woken = 0;
         for (i, v) in self.vcpus.iter_mut().enumerate() {
             let bit = 1u64 << IRQ_VS_EXT;
             if i < 64 && lines & (1 << i) != 0 {
                 if v.hvip & bit == 0 {
-                    v.hvip |= bit;
+                    v.raise(bit);
                     v.wfi = false;
+                    woken |= 1 << i;
                 }
-            } else {
-                v.hvip &= !bit;
+            } else if v.hvip & bit != 0 {
+                v.lower(bit);
+                woken |= 1 << i;
             }
         }
+        woken
     }
 
-    pub fn destroy(self, frames: &mut FrameAllocator) {
-        self.gstage.destroy(&mut TableFrames(frames));
-        frames.free(self.ram.hpa, self.ram.size);
+    /// Whether any vCPU of this VM is on a hart right now.
+    pub fn any_running(&self) -> bool {
+        self.vcpus.iter().any(|v| v.running_on.is_some())
     }
 }

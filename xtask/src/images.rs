@@ -53,6 +53,8 @@ pub struct VmSpec {
     pub vcpus: u32,
     pub memory_mb: u64,
     pub focus: bool,
+    /// Physical hart per vCPU (empty: time-sliced).
+    pub pins: Vec<Option<u8>>,
 }
 
 /// Writes a boot bundle for `vms` to `out`.
@@ -75,6 +77,7 @@ pub fn pack(vms: &[VmSpec], log_level: u32, keep_running: bool, out: &Path) -> R
             kernel,
             initrd,
             bootargs: vm.bootargs.clone(),
+            pins: vm.pins.clone(),
         });
     }
     std::fs::write(out, w.finish()).map_err(|e| format!("{}: {e}", out.display()))

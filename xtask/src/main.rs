@@ -28,7 +28,7 @@ fn usage() -> &'static str {
      \x20        --guest testkernel|linux   what to boot (default: testkernel)\n\
      \x20        --kernel PATH              any RISC-V Linux Image-format kernel instead\n\
      \x20        --initrd PATH  --append ARGS  --vcpus N  --memory SIZE (e.g. 512M)\n\
-     \x20        --harts N (physical harts)  --no-sstc  --log 0..5\n\
+     \x20        --harts N (physical harts)  --pin (vCPU i on hart i)  --no-sstc  --log 0..5\n\
      \x20 test   host unit tests, then the end-to-end suites on QEMU [FILTER] [--unit-only|--e2e-only]\n\
      \x20 build  build the hypervisor and test kernel\n\
      \x20 setup  check and install prerequisites (QEMU 10, OpenSBI, Rust target)\n"
@@ -84,6 +84,8 @@ pub struct RunOpts {
     pub harts: u32,
     pub sstc: bool,
     pub log: u32,
+    /// Pin vCPU i to physical hart i % harts (static partitioning).
+    pub pin: bool,
 }
 
 impl Default for RunOpts {
@@ -98,6 +100,7 @@ impl Default for RunOpts {
             harts: 1,
             sstc: true,
             log: 3,
+            pin: false,
         }
     }
 }
@@ -120,6 +123,7 @@ fn parse_run(args: &[String]) -> Result<RunOpts, String> {
                 memory_set = true;
             }
             "--no-sstc" => o.sstc = false,
+            "--pin" => o.pin = true,
             "--log" => o.log = val("--log")?.parse().map_err(|_| "--log takes 0..5")?,
             other => return Err(format!("unknown option {other:?}\n{}", usage())),
         }
@@ -163,6 +167,7 @@ pub fn prepare(opts: &RunOpts, tag: &str) -> Result<qemu::Machine, String> {
         vcpus: opts.vcpus,
         memory_mb: opts.memory_mb,
         focus: true,
+        pins: if opts.pin { (0..opts.vcpus).map(|i| Some((i % opts.harts) as u8)).collect() } else { Vec::new() },
     };
     let bundle = images::out_dir().join(format!("bundle-{tag}.bin"));
     images::pack(&[vm], opts.log, false, &bundle)?;

@@ -27,9 +27,13 @@
 extern crate alloc;
 
 pub const MAGIC: &[u8; 8] = b"RIVETBND";
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 pub const HEADER_SIZE: usize = 40;
-pub const RECORD_SIZE: usize = 128;
+pub const RECORD_SIZE: usize = 256;
+/// Offset of the per-vCPU pinning table in a VM record: one byte per vCPU,
+/// the physical hart index it is pinned to, or [`UNPINNED`].
+pub const PIN_OFFSET: usize = 96;
+pub const UNPINNED: u8 = 0xff;
 pub const NAME_LEN: usize = 32;
 /// At most this many VMs in one bundle.
 pub const MAX_VMS: usize = 16;
@@ -77,6 +81,8 @@ pub struct VmDesc<'a> {
     pub kernel: &'a [u8],
     pub initrd: Option<&'a [u8]>,
     pub bootargs: &'a str,
+    /// Physical hart index per vCPU (`None` = time-sliced on any hart).
+    pub pins: [Option<u8>; MAX_VCPUS as usize],
 }
 
 /// A validated bundle.
@@ -186,6 +192,16 @@ impl<'a> Bundle<'a> {
         }
         let initrd = field(64, "initrd")?;
         let bootargs = core::str::from_utf8(field(80, "bootargs")?).map_err(|_| bad("bootargs"))?;
+        let mut pins = [None; MAX_VCPUS as usize];
+        let table = r.get(PIN_OFFSET..PIN_OFFSET + MAX_VCPUS as usize).ok_or(bad("pin"))?;
+        for (i, (slot, &p)) in pins.iter_mut().zip(table).enumerate() {
+            if p != UNPINNED {
+                if i >= vcpus as usize {
+                    return Err(bad("pin"));
+                }
+                *slot = Some(p);
+            }
+        }
         Ok(VmDesc {
             name,
             vcpus,
@@ -194,6 +210,7 @@ impl<'a> Bundle<'a> {
             kernel,
             initrd: if initrd.is_empty() { None } else { Some(initrd) },
             bootargs,
+            pins,
         })
     }
 }
@@ -215,6 +232,8 @@ pub struct OwnedVm {
     pub kernel: alloc::vec::Vec<u8>,
     pub initrd: alloc::vec::Vec<u8>,
     pub bootargs: alloc::string::String,
+    /// Physical hart index per vCPU; empty = none pinned.
+    pub pins: alloc::vec::Vec<Option<u8>>,
 }
 
 #[cfg(any(test, feature = "alloc"))]
@@ -251,6 +270,12 @@ impl Writer {
             r[32..36].copy_from_slice(&vm.vcpus.to_le_bytes());
             r[36..40].copy_from_slice(&vm.flags.to_le_bytes());
             r[40..48].copy_from_slice(&vm.memory_size.to_le_bytes());
+            r[PIN_OFFSET..PIN_OFFSET + MAX_VCPUS as usize].fill(UNPINNED);
+            for (i, p) in vm.pins.iter().enumerate().take(MAX_VCPUS as usize) {
+                if let Some(h) = p {
+                    r[PIN_OFFSET + i] = *h;
+                }
+            }
             for (off, bytes) in
                 [(48, &vm.kernel[..]), (64, &vm.initrd[..]), (80, vm.bootargs.as_bytes())]
             {
@@ -292,6 +317,7 @@ mod tests {
             kernel: vec![1, 2, 3],
             initrd: vec![],
             bootargs: "console=ttyS0".to_string(),
+            pins: vec![],
         }
     }
 
@@ -315,6 +341,22 @@ mod tests {
         assert_eq!(v1.initrd.unwrap(), &[9; 17][..]);
         assert_eq!(v1.bootargs, "console=ttyS0");
         assert_eq!(v1.vcpus, 2);
+    }
+
+    #[test]
+    fn pins_round_trip_and_are_checked() {
+        let mut w = Writer::new(0, 0);
+        let mut v = vm("p");
+        v.pins = vec![Some(1), None];
+        w.add_vm(v);
+        let blob = w.finish();
+        let p = parse(&blob).unwrap();
+        let d = p.vm(0).unwrap();
+        assert_eq!(&d.pins[..3], &[Some(1), None, None]);
+        // A pin for a vCPU the VM does not have is refused.
+        let mut b = blob.clone();
+        b[HEADER_SIZE + PIN_OFFSET + 5] = 0;
+        assert_eq!(parse(&b).unwrap_err(), Error::BadField(0, "pin"));
     }
 
     #[test]

@@ -36,10 +36,34 @@ _start:
 2:  call {main}
 3:  wfi
     j 3b
+
+    /* secondary harts, started through SBI HSM: a0 = hartid, a1 = slot */
+    .globl _secondary_start
+_secondary_start:
+    csrw sie, zero
+    csrw sscratch, zero
+    la sp, RIVET_STACKS
+    addi t0, a1, 1
+    li t1, {stack_size}
+    mul t0, t0, t1
+    add sp, sp, t0
+    call {secondary}
+4:  wfi
+    j 4b
 "#,
     stack_size = const STACK_SIZE,
     main = sym crate::rust_main,
+    secondary = sym crate::rust_secondary,
 );
+
+extern "C" {
+    fn _secondary_start();
+}
+
+/// Physical entry point for secondary harts.
+pub fn secondary_entry() -> u64 {
+    _secondary_start as *const () as u64
+}
 
 extern "C" {
     static __image_start: u8;

@@ -26,10 +26,6 @@ const IPI: u64 = 0x73_5049;
 const HSM: u64 = 0x48_534D;
 const SRST: u64 = 0x5352_5354;
 
-pub fn probe(eid: u64) -> bool {
-    ecall(BASE, 3, eid, 0, 0).value != 0
-}
-
 pub fn spec_version() -> u64 {
     ecall(BASE, 0, 0, 0, 0).value
 }
@@ -54,10 +50,6 @@ pub fn send_ipi(mask: u64, base: u64) -> Ret {
 
 pub fn hart_start(hartid: u64, addr: u64, opaque: u64) -> Ret {
     ecall(HSM, 0, hartid, addr, opaque)
-}
-
-pub fn hart_status(hartid: u64) -> Ret {
-    ecall(HSM, 2, hartid, 0, 0)
 }
 
 static FINISHER: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
