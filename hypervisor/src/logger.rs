@@ -16,9 +16,32 @@ impl Write for Uart {
     }
 }
 
-/// Formats straight to the physical console (used by the panic handler and
-/// the console multiplexer).
+/// Queued console output with \n -> \r\n, in order with guest output.
+struct Queued;
+
+impl Write for Queued {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        for part in s.as_bytes().split_inclusive(|&b| b == b'\n') {
+            match part.split_last() {
+                Some((b'\n', head)) => {
+                    crate::outq::write(head);
+                    crate::outq::write(b"\r\n");
+                }
+                _ => crate::outq::write(part),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Formats to the console through the output queue and drains it.
 pub fn print_fmt(args: core::fmt::Arguments) {
+    let _ = Queued.write_fmt(args);
+    crate::outq::drain();
+}
+
+/// Formats straight to the UART, bypassing the queue (panic path).
+pub fn print_direct(args: core::fmt::Arguments) {
     let _ = Uart.write_fmt(args);
 }
 

@@ -21,7 +21,7 @@ use crate::{csr_clear, csr_read, csr_write};
 use rivet_frame_alloc::FrameAllocator;
 use rivet_insn::MmioAccess;
 use rivet_sbi::{HartState, Outcome, ResetReason, ResetType, SbiCall};
-use spin::mutex::{TicketMutex, TicketMutexGuard};
+use crate::sync::{HartMutex, HartMutexGuard};
 
 /// Time slice when several vCPUs share a hart, in timebase ticks (10 ms at 10 MHz).
 const SLICE_TICKS: u64 = 100_000;
@@ -46,6 +46,9 @@ pub struct HartSlot {
     pub idle: bool,
     /// Must run hfence.gvma before entering any guest again.
     pub gvma_flush: bool,
+    /// Some vCPU is pinned here: the hart is dedicated to its pinned vCPUs
+    /// and runs no time-sliced ones.
+    pub dedicated: bool,
 }
 
 /// State private to one physical hart.
@@ -74,14 +77,14 @@ pub struct Machine {
     pub console_hart: usize,
 }
 
-static MACHINE: spin::Once<TicketMutex<Machine>> = spin::Once::new();
+static MACHINE: spin::Once<HartMutex<Machine>> = spin::Once::new();
 
 /// Publishes the machine; secondary harts may start after this.
 pub fn install(m: Machine) {
-    MACHINE.call_once(|| TicketMutex::new(m));
+    MACHINE.call_once(|| HartMutex::new(m));
 }
 
-fn lock() -> TicketMutexGuard<'static, Machine> {
+fn lock() -> HartMutexGuard<'static, Machine> {
     match MACHINE.get() {
         Some(m) => m.lock(),
         None => panic!("machine used before install"),
@@ -92,7 +95,8 @@ pub fn caps() -> Caps {
     lock().caps
 }
 
-/// The scheduling loop of one physical hart; never returns (the machine
+/// The scheduling loop of one physical hart (whose slot is already set
+/// with `sync::set_current_hart`); never returns (the machine
 /// powers off from here when the last VM stops).
 pub fn hart_main(slot: usize) -> ! {
     let caps = lock().caps;
@@ -115,6 +119,7 @@ pub fn hart_main(slot: usize) -> ! {
                     }
                 }
                 drop(m);
+                crate::outq::drain();
                 h.arm(d);
                 hext::wfi();
                 lock().harts[h.slot].idle = false;
@@ -124,7 +129,7 @@ pub fn hart_main(slot: usize) -> ! {
 }
 
 /// Runs vCPU `s` on this hart until it halts, stops, or its slice ends.
-fn run_vcpu(h: &mut Hart, s: Slot, mut m: TicketMutexGuard<'static, Machine>) {
+fn run_vcpu(h: &mut Hart, s: Slot, mut m: HartMutexGuard<'static, Machine>) {
     let (v, c) = s;
     m.vms[v].vcpus[c].running_on = Some(h.slot);
     m.switch_to(h, s);
@@ -150,6 +155,7 @@ fn run_vcpu(h: &mut Hart, s: Slot, mut m: TicketMutexGuard<'static, Machine>) {
         csr_write!(HVIP, vcpu.hvip);
         let ctx: *mut arch::trap::GuestContext = &mut vcpu.ctx;
         drop(m);
+        crate::outq::drain();
         h.arm(deadline);
         // SAFETY: `running_on` marks this hart as the vCPU's owner, so no
         // other hart reads or writes its context until we clear it; the VM
@@ -226,6 +232,7 @@ impl Machine {
     }
 
     fn power_off(&mut self, failed: bool) -> ! {
+        crate::outq::drain();
         for vm in &mut self.vms {
             vm.flush_output();
             if log::max_level() >= log::LevelFilter::Debug {
@@ -236,6 +243,7 @@ impl Machine {
             }
         }
         log::info!("all VMs stopped; powering off{}", if failed { " (a VM failed)" } else { "" });
+        crate::outq::drain();
         firmware::shutdown(failed)
     }
 
@@ -250,7 +258,11 @@ impl Machine {
     /// Whether hart `h` may run vCPU `s` now.
     fn candidate(&self, h: &Hart, s: Slot) -> bool {
         let vc = &self.vms[s.0].vcpus[s.1];
-        self.runnable(s) && vc.running_on.is_none() && vc.pin.is_none_or(|p| p == h.slot)
+        let allowed = match vc.pin {
+            Some(p) => p == h.slot,
+            None => !self.harts[h.slot].dedicated,
+        };
+        self.runnable(s) && vc.running_on.is_none() && allowed
     }
 
     /// Next vCPU for this hart, round-robin.
@@ -280,7 +292,10 @@ impl Machine {
                 continue;
             }
             for (j, v) in vm.vcpus.iter().enumerate() {
-                let mine = v.pin.is_none_or(|p| p == h.slot);
+                let mine = match v.pin {
+                    Some(p) => p == h.slot,
+                    None => !self.harts[h.slot].dedicated,
+                };
                 if !mine || !matches!(v.hsm, HartState::Started | HartState::Suspended) {
                     continue;
                 }
@@ -351,7 +366,7 @@ impl Machine {
             Some(_) => {}
             None => {
                 for (i, hs) in self.harts.iter().enumerate() {
-                    if i != h.slot && hs.idle {
+                    if i != h.slot && hs.idle && !hs.dedicated {
                         self.ipi(i);
                     }
                 }

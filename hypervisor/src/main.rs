@@ -19,7 +19,9 @@ mod hostplic;
 mod logger;
 mod machine;
 mod mm;
+mod outq;
 mod sbi_env;
+mod sync;
 mod vcpu;
 mod vm;
 
@@ -150,7 +152,7 @@ extern "C" fn rust_main(hartid: u64, dtb_pa: u64) -> ! {
     machine.console_hart = boot_slot;
     machine.harts = hart_ids
         .iter()
-        .map(|&h| machine::HartSlot { hartid: h, idle: false, gvma_flush: false })
+        .map(|&h| machine::HartSlot { hartid: h, idle: false, gvma_flush: false, dedicated: false })
         .collect();
     machine.keep_running = bundle.flags & rivet_bundle::FLAG_KEEP_RUNNING != 0;
     let mmu = host.harts.first().and_then(|h| h.mmu.clone()).unwrap_or_else(|| String::from("riscv,sv39"));
@@ -187,12 +189,24 @@ extern "C" fn rust_main(hartid: u64, dtb_pa: u64) -> ! {
     if machine.vms.is_empty() {
         fail(format_args!("no VM could be started"));
     }
+    for vm in &machine.vms {
+        for v in &vm.vcpus {
+            if let Some(p) = v.pin {
+                machine.harts[p].dedicated = true;
+            }
+        }
+    }
     if let Some(p) = &host.plic {
         if let Some((ctx, _)) = p.contexts.iter().enumerate().find(|(_, (h, irq))| *h == hartid && *irq == 9) {
             machine.host_plic = Some(hostplic::HostPlic::new(p.base, ctx as u64, host.uart.as_ref().and_then(|u| u.irq)));
         }
     }
 
+    sync::set_current_hart(boot_slot, hartid);
+    for (slot, &id) in hart_ids.iter().enumerate() {
+        sync::set_current_hart(slot, id);
+    }
+    sync::set_current_hart(boot_slot, hartid);
     machine::install(machine);
     for (slot, hartid) in hart_ids.iter().enumerate() {
         if slot == boot_slot {
@@ -209,6 +223,7 @@ extern "C" fn rust_main(hartid: u64, dtb_pa: u64) -> ! {
 /// Secondary harts land here (arch/entry.rs) once the machine is ready.
 #[no_mangle]
 extern "C" fn rust_secondary(hartid: u64, slot: u64) -> ! {
+    sync::set_current_hart(slot as usize, hartid);
     let caps = machine::caps();
     arch::init_hart(&caps);
     log::info!("hart {hartid} online (slot {slot})");
@@ -235,9 +250,9 @@ fn guest_extensions(hart: Option<&rivet_devtree::HartInfo>, sstc: bool) -> Vec<&
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo) -> ! {
     csr_clear!(SSTATUS, SSTATUS_SIE);
-    println!("\n[rivet] PANIC: {}", info.message());
+    logger::print_direct(format_args!("\r\n[rivet] PANIC: {}\r\n", info.message()));
     if let Some(loc) = info.location() {
-        println!("[rivet]   at {}:{}:{}", loc.file(), loc.line(), loc.column());
+        logger::print_direct(format_args!("[rivet]   at {}:{}:{}\r\n", loc.file(), loc.line(), loc.column()));
     }
     firmware::shutdown(true)
 }

@@ -260,9 +260,7 @@ impl Vm {
     /// Guest console output (UART, DBCN, legacy putchar).
     pub fn emit(&mut self, bytes: &[u8]) {
         if !self.prefix_output {
-            for &b in bytes {
-                crate::arch::uart::putc(b);
-            }
+            crate::outq::write(bytes);
             return;
         }
         for &b in bytes {
@@ -280,16 +278,20 @@ impl Vm {
         if self.out_line.is_empty() {
             return;
         }
-        crate::logger::print_fmt(format_args!("[{}] ", self.name));
+        let mut line = alloc::vec::Vec::with_capacity(self.out_line.len() + self.name.len() + 5);
+        line.push(b'[');
+        line.extend_from_slice(self.name.as_bytes());
+        line.extend_from_slice(b"] ");
         for &b in &self.out_line {
             if b == b'\n' {
-                crate::arch::uart::putc(b'\r');
+                line.push(b'\r');
             }
-            crate::arch::uart::putc(b);
+            line.push(b);
         }
         if self.out_line.last() != Some(&b'\n') {
-            crate::arch::uart::write_bytes(b"\n");
+            line.extend_from_slice(b"\r\n");
         }
+        crate::outq::write(&line);
         self.out_line.clear();
     }
 

@@ -216,14 +216,16 @@ fn ensure_tools() -> Result<(), String> {
     Ok(())
 }
 
-/// `apt-get install` as root, saying what it does; otherwise an error with
+/// `apt-get install --no-install-recommends` as root, saying what it does
+/// (with `backports`, the packages themselves come from bookworm-backports,
+/// their dependencies from wherever apt prefers); otherwise an error with
 /// the commands to run by hand.
 fn apt_install(packages: &[&str], backports: bool) -> Result<(), String> {
-    let target = if backports { "-t bookworm-backports " } else { "" };
+    let names: Vec<String> = packages.iter().map(|p| if backports { format!("{p}/bookworm-backports") } else { p.to_string() }).collect();
     let manual = format!(
-        "{}apt-get update && apt-get install -y {target}{}",
+        "{}apt-get update && apt-get install -y --no-install-recommends {}",
         if backports && !backports_configured() { format!("echo '{BACKPORTS_LINE}' > {BACKPORTS_LIST} && ") } else { String::new() },
-        packages.join(" ")
+        names.join(" ")
     );
     if !is_root() || !have("apt-get") {
         return Err(format!("missing host packages {packages:?}; install them as root with:\n    {manual}"));
@@ -234,13 +236,9 @@ fn apt_install(packages: &[&str], backports: bool) -> Result<(), String> {
     }
     let log = build_dir().join("apt.log");
     apt_update(&log).map_err(|e| format!("{e}\nor run:\n    {manual}"))?;
-    eprintln!("xtask: installing {} (apt-get install {target}{})", packages.join(" "), packages.join(" "));
+    eprintln!("xtask: installing {} (apt-get install --no-install-recommends {})", packages.join(" "), names.join(" "));
     let mut c = Command::new("apt-get");
-    c.env("DEBIAN_FRONTEND", "noninteractive").args(["install", "-y", "-q"]);
-    if backports {
-        c.args(["-t", "bookworm-backports"]);
-    }
-    c.args(packages);
+    c.env("DEBIAN_FRONTEND", "noninteractive").args(["install", "-y", "-q", "--no-install-recommends"]).args(&names);
     run_logged("apt-get install", c, &log, None).map_err(|e| format!("{e}\nor run:\n    {manual}"))
 }
 
@@ -255,11 +253,8 @@ fn apt_update(log: &Path) -> Result<(), String> {
 fn apt_source_files() -> Vec<PathBuf> {
     let mut files = vec![PathBuf::from("/etc/apt/sources.list")];
     if let Ok(rd) = fs::read_dir("/etc/apt/sources.list.d") {
-        let mut more: Vec<PathBuf> = rd
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "list" || x == "sources"))
-            .collect();
+        let mut more: Vec<PathBuf> =
+            rd.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "list" || x == "sources")).collect();
         more.sort();
         files.extend(more);
     }
@@ -280,18 +275,72 @@ fn has_deb_src(text: &str) -> bool {
     })
 }
 
-/// `apt-get source` needs a deb-src entry; adds Debian's when there is none.
+/// The mirror URI and `Signed-By` keyring of the configured `deb` entry
+/// for bookworm main, from a one-line `.list` or a deb822 `.sources` text.
+/// A deb-src entry for the same mirror and suite must name the same
+/// keyring, or apt refuses to read its sources at all.
+fn bookworm_entry(text: &str) -> Option<(String, Option<String>)> {
+    // One-line entries: deb [opt=value ...] URI SUITE COMPONENT...
+    for l in text.lines().map(str::trim) {
+        let Some(rest) = l.strip_prefix("deb ").or_else(|| l.strip_prefix("deb\t")) else { continue };
+        let rest = rest.trim_start();
+        let (opts, rest) = match rest.strip_prefix('[').and_then(|r| r.split_once(']')) {
+            Some((o, r)) => (o, r),
+            None => ("", rest),
+        };
+        let words: Vec<&str> = rest.split_whitespace().collect();
+        if words.len() >= 3 && words[1] == "bookworm" && words[2..].contains(&"main") {
+            let signed_by = opts.split_whitespace().find_map(|o| o.strip_prefix("signed-by=")).map(str::to_string);
+            return Some((words[0].to_string(), signed_by));
+        }
+    }
+    // deb822 stanzas, separated by blank lines.
+    for stanza in text.split("\n\n") {
+        let field = |name: &str| {
+            stanza.lines().find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                (!l.starts_with([' ', '\t', '#']) && k.trim().eq_ignore_ascii_case(name)).then(|| v.trim().to_string())
+            })
+        };
+        let has = |name: &str, word: &str| field(name).is_some_and(|v| v.split_whitespace().any(|w| w == word));
+        if has("Types", "deb") && has("Suites", "bookworm") && has("Components", "main") {
+            let uri = field("URIs")?.split_whitespace().next()?.to_string();
+            // A path, not an inline key block.
+            let signed_by = field("Signed-By").filter(|v| v.starts_with('/'));
+            return Some((uri, signed_by));
+        }
+    }
+    None
+}
+
+fn deb_src_line(entry: Option<(String, Option<String>)>) -> String {
+    match entry {
+        Some((uri, Some(key))) => format!("deb-src [signed-by={key}] {uri} bookworm main"),
+        Some((uri, None)) => format!("deb-src {uri} bookworm main"),
+        None => DEB_SRC_LINE.to_string(),
+    }
+}
+
+/// `apt-get source` needs a deb-src entry; adds one for bookworm main (same
+/// mirror and keyring as the configured `deb` entry) when there is none.
 fn ensure_deb_src() -> Result<(), String> {
-    if apt_source_files().iter().any(|f| fs::read_to_string(f).is_ok_and(|t| has_deb_src(&t))) {
+    let files = apt_source_files();
+    if files.iter().any(|f| fs::read_to_string(f).is_ok_and(|t| has_deb_src(&t))) {
         return Ok(());
     }
-    let manual = format!("echo '{DEB_SRC_LINE}' > {DEB_SRC_LIST} && apt-get update");
+    let line = deb_src_line(files.iter().find_map(|f| bookworm_entry(&fs::read_to_string(f).ok()?)));
+    let manual = format!("echo '{line}' > {DEB_SRC_LIST} && apt-get update");
     if !is_root() || !have("apt-get") {
         return Err(format!("apt has no deb-src source, needed for `apt-get source busybox`; as root run:\n    {manual}"));
     }
-    fs::write(DEB_SRC_LIST, format!("{DEB_SRC_LINE}\n")).map_err(|e| format!("cannot write {DEB_SRC_LIST}: {e}; run:\n    {manual}"))?;
-    eprintln!("xtask: added a deb-src apt source for Debian's source packages ({DEB_SRC_LIST})");
-    apt_update(&build_dir().join("apt.log")).map_err(|e| format!("{e}\nor run:\n    {manual}"))
+    fs::write(DEB_SRC_LIST, format!("{line}\n")).map_err(|e| format!("cannot write {DEB_SRC_LIST}: {e}; run:\n    {manual}"))?;
+    eprintln!("xtask: added a deb-src apt source for Debian's source packages ({DEB_SRC_LIST}: {line})");
+    if let Err(e) = apt_update(&build_dir().join("apt.log")) {
+        // Never leave apt unable to read its sources.
+        let _ = fs::remove_file(DEB_SRC_LIST);
+        return Err(format!("{e}\n(removed {DEB_SRC_LIST} again; add a deb-src entry for bookworm main by hand, e.g.:\n    {manual})"));
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------
@@ -433,7 +482,15 @@ fn ensure_linux_source() -> Result<PathBuf, String> {
     let tarball = PathBuf::from(LINUX_TARBALL);
     if !tarball.is_file() {
         eprintln!("xtask: [linux] installing the kernel source ({LINUX_SOURCE_PKG} from bookworm-backports, ~140 MB)...");
-        apt_install(&[LINUX_SOURCE_PKG], true)?;
+        if let Err(e) = apt_install(&[LINUX_SOURCE_PKG], true) {
+            if !is_root() {
+                return Err(e);
+            }
+            // bookworm-backports may have dropped it; bookworm-security
+            // carries the same 6.12 series.
+            eprintln!("xtask: [linux] not installable from bookworm-backports, trying the default release:\n{e}");
+            apt_install(&[LINUX_SOURCE_PKG], false)?;
+        }
         if !tarball.is_file() {
             return Err(format!("{LINUX_SOURCE_PKG} is installed but {LINUX_TARBALL} is missing"));
         }
@@ -839,7 +896,7 @@ impl Newc {
     }
 
     fn pad(&mut self) {
-        while self.buf.len() % 4 != 0 {
+        while !self.buf.len().is_multiple_of(4) {
             self.buf.push(0);
         }
     }
@@ -1019,6 +1076,21 @@ mod tests {
         assert!(has_deb_src("Types: deb deb-src\nURIs: http://deb.debian.org/debian\n"));
         assert!(!has_deb_src("Types: deb\nURIs: http://deb.debian.org/debian\n"));
         assert!(!has_deb_src("# deb-src http://deb.debian.org/debian bookworm main\ndeb http://x bookworm main\n"));
+    }
+
+    #[test]
+    fn deb_src_entry_matches_the_deb_entry() {
+        let deb822 = "Types: deb\n# http://snapshot.debian.org/archive/debian/20250520T000000Z\nURIs: http://deb.debian.org/debian\n\
+                      Suites: bookworm bookworm-updates\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n\n\
+                      Types: deb\nURIs: http://deb.debian.org/debian-security\nSuites: bookworm-security\nComponents: main\n";
+        assert_eq!(
+            deb_src_line(bookworm_entry(deb822)),
+            "deb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian bookworm main"
+        );
+        let list = "deb http://deb.debian.org/debian bookworm-backports main\ndeb [arch=amd64 signed-by=/k.gpg] http://mirror/debian bookworm main contrib\n";
+        assert_eq!(deb_src_line(bookworm_entry(list)), "deb-src [signed-by=/k.gpg] http://mirror/debian bookworm main");
+        assert_eq!(deb_src_line(bookworm_entry("deb http://m/debian bookworm main\n")), "deb-src http://m/debian bookworm main");
+        assert_eq!(deb_src_line(bookworm_entry("deb http://m/debian bookworm-backports main\n")), DEB_SRC_LINE);
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! cargo xtask setup
 //! ```
 
+mod bench;
 mod e2e;
 mod elf;
 mod images;
@@ -28,7 +29,7 @@ fn usage() -> &'static str {
      \x20        --guest testkernel|linux   what to boot (default: testkernel)\n\
      \x20        --kernel PATH              any RISC-V Linux Image-format kernel instead\n\
      \x20        --initrd PATH  --append ARGS  --vcpus N  --memory SIZE (e.g. 512M)\n\
-     \x20        --harts N (physical harts)  --pin (vCPU i on hart i)  --no-sstc  --log 0..5\n\
+     \x20        --harts N (physical harts)  --pin (vCPU i on hart i)  --icount  --no-sstc  --log 0..5\n\
      \x20 test   host unit tests, then the end-to-end suites on QEMU [FILTER] [--unit-only|--e2e-only]\n\
      \x20 build  build the hypervisor and test kernel\n\
      \x20 setup  check and install prerequisites (QEMU 10, OpenSBI, Rust target)\n"
@@ -44,6 +45,7 @@ fn main() -> ExitCode {
     let result = match cmd.as_str() {
         "run" => run(rest),
         "test" => e2e::test(rest),
+        "bench" => bench::bench(rest),
         "build" => setup().and_then(|_| images::build_all().map(|b| {
             println!("hypervisor: {}\ntest kernel: {}", b.hypervisor.display(), b.testkernel.display());
             0
@@ -84,8 +86,10 @@ pub struct RunOpts {
     pub harts: u32,
     pub sstc: bool,
     pub log: u32,
-    /// Pin vCPU i to physical hart i % harts (static partitioning).
+    /// Pin vCPU i to physical hart i (static partitioning).
     pub pin: bool,
+    /// Deterministic guest time (QEMU -icount shift=0,sleep=off).
+    pub icount: bool,
 }
 
 impl Default for RunOpts {
@@ -101,6 +105,7 @@ impl Default for RunOpts {
             sstc: true,
             log: 3,
             pin: false,
+            icount: false,
         }
     }
 }
@@ -124,6 +129,7 @@ fn parse_run(args: &[String]) -> Result<RunOpts, String> {
             }
             "--no-sstc" => o.sstc = false,
             "--pin" => o.pin = true,
+            "--icount" => o.icount = true,
             "--log" => o.log = val("--log")?.parse().map_err(|_| "--log takes 0..5")?,
             other => return Err(format!("unknown option {other:?}\n{}", usage())),
         }
@@ -133,6 +139,9 @@ fn parse_run(args: &[String]) -> Result<RunOpts, String> {
     }
     if !(1..=8).contains(&o.harts) {
         return Err("--harts must be 1..=8 (QEMU virt with Rivet's stacks)".into());
+    }
+    if o.pin && o.vcpus > o.harts {
+        return Err(format!("--pin gives each vCPU its own hart: {} vCPUs need --harts {}", o.vcpus, o.vcpus));
     }
     if !memory_set && (o.guest == "linux" || o.kernel.is_some()) {
         o.memory_mb = 512;
@@ -167,13 +176,14 @@ pub fn prepare(opts: &RunOpts, tag: &str) -> Result<qemu::Machine, String> {
         vcpus: opts.vcpus,
         memory_mb: opts.memory_mb,
         focus: true,
-        pins: if opts.pin { (0..opts.vcpus).map(|i| Some((i % opts.harts) as u8)).collect() } else { Vec::new() },
+        pins: if opts.pin { (0..opts.vcpus).map(|i| Some(i as u8)).collect() } else { Vec::new() },
     };
     let bundle = images::out_dir().join(format!("bundle-{tag}.bin"));
     images::pack(&[vm], opts.log, false, &bundle)?;
     let mut m = qemu::Machine::new(&built.hypervisor, &bundle);
     m.harts = opts.harts;
     m.sstc = opts.sstc;
+    m.icount = opts.icount;
     // Host RAM: QEMU puts the bundle (our initrd) 256 MiB above the
     // hypervisor, splitting RAM; guest RAM must fit in one piece above it.
     m.memory_mb = (opts.memory_mb * 2 + 512).max(1024);

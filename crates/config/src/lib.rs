@@ -184,9 +184,22 @@ pub struct ConfigError {
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.line == 0 {
-            write!(f, "{}: {}: {}", self.file.display(), self.field, self.message)
+            write!(
+                f,
+                "{}: {}: {}",
+                self.file.display(),
+                self.field,
+                self.message
+            )
         } else {
-            write!(f, "{}:{}: {}: {}", self.file.display(), self.line, self.field, self.message)
+            write!(
+                f,
+                "{}:{}: {}: {}",
+                self.file.display(),
+                self.line,
+                self.field,
+                self.message
+            )
         }
     }
 }
@@ -226,7 +239,10 @@ pub fn parse(text: &str, path: &Path) -> Result<MachineConfig, Vec<ConfigError>>
 /// Reports: a missing kernel, initrd or disk image; a VM whose RAM is smaller
 /// than kernel + initrd + 2 MiB for the device tree; a disk window that ends
 /// past the end of its image.
-pub fn check_images(cfg: &MachineConfig, size_of: impl Fn(&ImageRef) -> Option<u64>) -> Vec<ConfigError> {
+pub fn check_images(
+    cfg: &MachineConfig,
+    size_of: impl Fn(&ImageRef) -> Option<u64>,
+) -> Vec<ConfigError> {
     validate::check_images(cfg, &size_of)
 }
 

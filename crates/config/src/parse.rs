@@ -13,8 +13,9 @@ use crate::*;
 
 pub(crate) const ROOT_KEYS: &[&str] = &["machine", "vm"];
 pub(crate) const MACHINE_KEYS: &[&str] = &["harts", "memory", "keep_running", "log"];
-pub(crate) const VM_KEYS: &[&str] =
-    &["name", "vcpus", "memory", "kernel", "initrd", "bootargs", "pin", "console", "disk"];
+pub(crate) const VM_KEYS: &[&str] = &[
+    "name", "vcpus", "memory", "kernel", "initrd", "bootargs", "pin", "console", "disk",
+];
 pub(crate) const DISK_KEYS: &[&str] = &["image", "start", "sectors", "read_only"];
 pub(crate) const LOG_LEVELS: &[&str] = &["off", "error", "warn", "info", "debug", "trace"];
 
@@ -28,6 +29,13 @@ pub(crate) struct MachineDraft {
     pub log: u32,
 }
 
+/// A `pin` array as parsed.
+pub(crate) struct PinDraft {
+    pub line: usize,
+    /// Each entry: the hart and its line; `None` when invalid (reported).
+    pub entries: Vec<Option<(u32, usize)>>,
+}
+
 /// A `[[vm]]` as parsed, with what the cross-checks need to know.
 pub(crate) struct VmDraft {
     pub cfg: VmConfig,
@@ -35,9 +43,7 @@ pub(crate) struct VmDraft {
     pub name_line: Option<usize>,
     pub vcpus_ok: bool,
     pub memory_ok: bool,
-    /// Line of `pin`, and each valid entry with its line (`None` entries
-    /// were invalid and already reported).
-    pub pin: Option<(usize, Vec<Option<(u32, usize)>>)>,
+    pub pin: Option<PinDraft>,
     pub console_line: usize,
     /// The valid disks, each with its index in the file.
     pub disks: Vec<(usize, DiskConfig)>,
@@ -53,7 +59,11 @@ pub(crate) fn parse(text: &str, path: &Path) -> Result<MachineConfig, Vec<Config
             return Err(ctx.errors);
         }
     };
-    let root = Node { t: doc.as_table() as &dyn TableLike, line: 1, path: String::new() };
+    let root = Node {
+        t: doc.as_table() as &dyn TableLike,
+        line: 1,
+        path: String::new(),
+    };
     ctx.unknown_keys(&root, ROOT_KEYS);
     let machine = match ctx.table(&root, "machine") {
         Got::Val(node, _) => parse_machine(&mut ctx, &node),
@@ -75,10 +85,13 @@ pub(crate) fn parse(text: &str, path: &Path) -> Result<MachineConfig, Vec<Config
         memory_mb: m.memory.flatten().map(|(mb, _)| mb),
         keep_running: m.keep_running,
         log: m.log,
-        vms: vms.into_iter().map(|mut v| {
-            v.cfg.disks = v.disks.into_iter().map(|(_, d)| d).collect();
-            v.cfg
-        }).collect(),
+        vms: vms
+            .into_iter()
+            .map(|mut v| {
+                v.cfg.disks = v.disks.into_iter().map(|(_, d)| d).collect();
+                v.cfg
+            })
+            .collect(),
         path: path.to_path_buf(),
     });
     finish(ctx, cfg)
@@ -96,13 +109,22 @@ fn finish(mut ctx: Ctx, cfg: Option<MachineConfig>) -> Result<MachineConfig, Vec
 
 impl Default for MachineDraft {
     fn default() -> Self {
-        Self { harts: Some(1), harts_line: 1, memory: Some(None), keep_running: false, log: 3 }
+        Self {
+            harts: Some(1),
+            harts_line: 1,
+            memory: Some(None),
+            keep_running: false,
+            log: 3,
+        }
     }
 }
 
 fn parse_machine(ctx: &mut Ctx, node: &Node<'_>) -> Option<MachineDraft> {
     ctx.unknown_keys(node, MACHINE_KEYS);
-    let mut m = MachineDraft { harts_line: node.line, ..MachineDraft::default() };
+    let mut m = MachineDraft {
+        harts_line: node.line,
+        ..MachineDraft::default()
+    };
     match ctx.int_in(node, "harts", 1, i64::from(MAX_HARTS)) {
         Got::Val(v, line) => {
             m.harts = Some(v as u32);
@@ -141,7 +163,11 @@ fn parse_machine(ctx: &mut Ctx, node: &Node<'_>) -> Option<MachineDraft> {
             None => ctx.error(
                 e.line,
                 e.field,
-                format!("expected one of {} (or 0..=5), found {}", LOG_LEVELS.join(", "), found),
+                format!(
+                    "expected one of {} (or 0..=5), found {}",
+                    LOG_LEVELS.join(", "),
+                    found
+                ),
             ),
         }
     }
@@ -228,7 +254,10 @@ fn parse_vm(ctx: &mut Ctx, node: &Node<'_>, dir: &Path) -> VmDraft {
     }
     if let Got::Val(s, line) = ctx.string(node, "bootargs") {
         if s.len() > MAX_BOOTARGS_LEN {
-            let msg = format!("{} bytes long; Linux takes at most {MAX_BOOTARGS_LEN}", s.len());
+            let msg = format!(
+                "{} bytes long; Linux takes at most {MAX_BOOTARGS_LEN}",
+                s.len()
+            );
             ctx.error(line, node.field("bootargs"), msg);
         } else if s.contains('\0') {
             ctx.error(line, node.field("bootargs"), "contains a NUL character");
@@ -240,32 +269,46 @@ fn parse_vm(ctx: &mut Ctx, node: &Node<'_>, dir: &Path) -> VmDraft {
         for (i, (val, vline)) in entries.iter().enumerate() {
             let field = format!("{}[{i}]", node.field("pin"));
             match val.as_integer() {
-                Some(h) if (0..=i64::from(u32::MAX)).contains(&h) => harts.push(Some((h as u32, *vline))),
+                Some(h) if (0..=i64::from(u32::MAX)).contains(&h) => {
+                    harts.push(Some((h as u32, *vline)))
+                }
                 Some(h) => {
                     ctx.error(*vline, field, format!("{h} is not a hart number"));
                     harts.push(None);
                 }
                 None => {
-                    ctx.error(*vline, field, format!("expected a hart number, found {}", val.type_name()));
+                    ctx.error(
+                        *vline,
+                        field,
+                        format!("expected a hart number, found {}", val.type_name()),
+                    );
                     harts.push(None);
                 }
             }
         }
         v.cfg.pin = Some(harts.iter().map(|h| h.map_or(0, |(h, _)| h)).collect());
-        v.pin = Some((line, harts));
+        v.pin = Some(PinDraft {
+            line,
+            entries: harts,
+        });
     }
     if let Got::Val(c, line) = ctx.boolean(node, "console") {
         v.cfg.console = c;
         v.console_line = line;
     }
     if let Got::Val(nodes, _) = ctx.tables(node, "disk", "[[vm.disk]]") {
-        v.disks = nodes.iter().enumerate().filter_map(|(i, n)| Some((i, parse_disk(ctx, n, dir)?))).collect();
+        v.disks = nodes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, n)| Some((i, parse_disk(ctx, n, dir)?)))
+            .collect();
     }
-    if !missing.is_empty() {
-        for key in &missing {
-            let msg = format!("missing; every [[vm]] needs name, vcpus, memory and kernel (no `{key}` here)");
-            ctx.error(node.line, node.field(key), msg);
-        }
+    for key in missing {
+        ctx.error(
+            node.line,
+            node.field(key),
+            "missing; every [[vm]] needs name, vcpus, memory and kernel",
+        );
     }
     v
 }
@@ -280,7 +323,11 @@ fn parse_disk(ctx: &mut Ctx, node: &Node<'_>, dir: &Path) -> Option<DiskConfig> 
         }
         Got::Val(s, _) => Some(dir.join(s)),
         Got::Absent => {
-            ctx.error(node.line, node.field("image"), "missing; every [[vm.disk]] needs an image file");
+            ctx.error(
+                node.line,
+                node.field("image"),
+                "missing; every [[vm.disk]] needs an image file",
+            );
             None
         }
         Got::Bad => None,
@@ -295,8 +342,15 @@ fn parse_disk(ctx: &mut Ctx, node: &Node<'_>, dir: &Path) -> Option<DiskConfig> 
     };
     let sectors = match ctx.int_in(node, "sectors", 1, i64::MAX) {
         Got::Val(n, line) => {
-            if start.checked_add(n as u64).is_none_or(|end| end > i64::MAX as u64) {
-                ctx.error(line, node.field("sectors"), "window ends past the largest sector number");
+            if start
+                .checked_add(n as u64)
+                .is_none_or(|end| end > i64::MAX as u64)
+            {
+                ctx.error(
+                    line,
+                    node.field("sectors"),
+                    "window ends past the largest sector number",
+                );
                 ok = false;
             }
             Some(n as u64)
@@ -312,7 +366,13 @@ fn parse_disk(ctx: &mut Ctx, node: &Node<'_>, dir: &Path) -> Option<DiskConfig> 
         _ => false,
     };
     let image = image?;
-    ok.then_some(DiskConfig { image, start, sectors, read_only, line: node.line })
+    ok.then_some(DiskConfig {
+        image,
+        start,
+        sectors,
+        read_only,
+        line: node.line,
+    })
 }
 
 fn check_name(name: &str) -> Result<(), String> {
@@ -322,8 +382,13 @@ fn check_name(name: &str) -> Result<(), String> {
     if name.len() > MAX_NAME_LEN {
         return Err(format!("{} bytes long; at most {MAX_NAME_LEN}", name.len()));
     }
-    if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-')) {
-        return Err(format!("{name:?} contains {c:?}; use only letters, digits, '_' and '-'"));
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-'))
+    {
+        return Err(format!(
+            "{name:?} contains {c:?}; use only letters, digits, '_' and '-'"
+        ));
     }
     Ok(())
 }
@@ -331,7 +396,7 @@ fn check_name(name: &str) -> Result<(), String> {
 fn check_vm_memory(mb: u64) -> Result<u64, String> {
     if mb < MIN_VM_MEMORY_MB {
         Err(format!("{mb}M is too little: at least {MIN_VM_MEMORY_MB}M"))
-    } else if mb % VM_MEMORY_ALIGN_MB != 0 {
+    } else if !mb.is_multiple_of(VM_MEMORY_ALIGN_MB) {
         Err(format!("{mb}M is not a multiple of {VM_MEMORY_ALIGN_MB}M"))
     } else {
         Ok(mb)
@@ -344,11 +409,13 @@ fn image_ref(s: &str, dir: &Path, kernel: bool) -> Result<ImageRef, String> {
         ("", _) => Err("empty; give \"linux\", \"testkernel\", \"busybox\" or a file path".into()),
         ("linux", true) => Ok(ImageRef::Linux),
         ("testkernel", true) => Ok(ImageRef::TestKernel),
-        ("busybox", true) => Err("\"busybox\" is an initramfs, not a kernel (use it as initrd)".into()),
-        ("busybox", false) => Ok(ImageRef::Busybox),
-        ("linux" | "testkernel", false) => {
-            Err(format!("{s:?} is a kernel, not an initramfs (write \"./{s}\" for a file of that name)"))
+        ("busybox", true) => {
+            Err("\"busybox\" is an initramfs, not a kernel (use it as initrd)".into())
         }
+        ("busybox", false) => Ok(ImageRef::Busybox),
+        ("linux" | "testkernel", false) => Err(format!(
+            "{s:?} is a kernel, not an initramfs (write \"./{s}\" for a file of that name)"
+        )),
         (path, _) => Ok(ImageRef::Path(resolve(dir, path))),
     }
 }

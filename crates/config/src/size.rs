@@ -28,7 +28,7 @@ pub fn parse_size_mb(s: &str) -> Result<u64, String> {
 /// Formats MiB the way the file writes them: `"2G"` when a whole number of
 /// GiB, else `"512M"`.
 pub fn format_mb(mb: u64) -> String {
-    if mb != 0 && mb % 1024 == 0 {
+    if mb != 0 && mb.is_multiple_of(1024) {
         format!("{}G", mb / 1024)
     } else {
         format!("{mb}M")
@@ -60,7 +60,9 @@ mod tests {
         assert!(parse_size_mb(" 512M").unwrap_err().contains("bad size"));
         assert!(parse_size_mb("-1M").is_err());
         assert!(parse_size_mb("1025G").unwrap_err().contains("too large"));
-        assert!(parse_size_mb("99999999999999999999999M").unwrap_err().contains("too large"));
+        assert!(parse_size_mb("99999999999999999999999M")
+            .unwrap_err()
+            .contains("too large"));
     }
 
     #[test]

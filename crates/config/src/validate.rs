@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
 
-use crate::parse::{MachineDraft, VmDraft};
+use crate::parse::{MachineDraft, PinDraft, VmDraft};
 use crate::size::format_mb;
 use crate::walk::Ctx;
 use crate::*;
@@ -29,7 +29,10 @@ fn unique_names(ctx: &mut Ctx, vms: &[VmDraft]) {
     for v in vms {
         let Some(line) = v.name_line else { continue };
         if let Some((field, first)) = seen.get(v.cfg.name.as_str()) {
-            let msg = format!("duplicate VM name {:?}: {field} at line {first} has it too", v.cfg.name);
+            let msg = format!(
+                "duplicate VM name {:?}: {field} at line {first} has it too",
+                v.cfg.name
+            );
             ctx.error(line, format!("{}.name", v.field), msg);
         } else {
             seen.insert(&v.cfg.name, (&v.field, line));
@@ -59,7 +62,13 @@ fn pins(ctx: &mut Ctx, harts: Option<u32>, vms: &[VmDraft]) {
     let mut pinned_total = 0usize;
     let mut reported_total = false;
     for v in vms {
-        let Some((pin_line, entries)) = &v.pin else { continue };
+        let Some(PinDraft {
+            line: pin_line,
+            entries,
+        }) = &v.pin
+        else {
+            continue;
+        };
         let field = format!("{}.pin", v.field);
         if v.vcpus_ok && entries.len() != v.cfg.vcpus as usize {
             let msg = format!(
@@ -79,10 +88,17 @@ fn pins(ctx: &mut Ctx, harts: Option<u32>, vms: &[VmDraft]) {
                 ctx.error(*pin_line, field.clone(), msg);
             }
         }
-        for (k, (hart, line)) in entries.iter().enumerate().filter_map(|(k, e)| Some((k, (*e)?))) {
+        for (k, (hart, line)) in entries
+            .iter()
+            .enumerate()
+            .filter_map(|(k, e)| Some((k, (*e)?)))
+        {
             let efield = format!("{field}[{k}]");
             if let Some(h) = harts.filter(|&h| hart >= h) {
-                let msg = format!("hart {hart} does not exist: machine.harts = {h} (harts 0..={})", h - 1);
+                let msg = format!(
+                    "hart {hart} does not exist: machine.harts = {h} (harts 0..={})",
+                    h - 1
+                );
                 ctx.error(line, efield, msg);
             } else if let Some((f, vcpu, l)) = used.get(&hart) {
                 let msg =
@@ -112,8 +128,10 @@ fn total_memory(ctx: &mut Ctx, machine_mb: u64, line: usize, vms: &[VmDraft]) {
     if need <= machine_mb {
         return;
     }
-    let parts: Vec<String> =
-        counted.iter().map(|v| format!("{} ({})", display_name(v), format_mb(v.cfg.memory_mb))).collect();
+    let parts: Vec<String> = counted
+        .iter()
+        .map(|v| format!("{} ({})", display_name(v), format_mb(v.cfg.memory_mb)))
+        .collect();
     let msg = format!(
         "too little memory: VMs {} = {}, plus {} for the hypervisor = {}, but machine.memory is {}",
         parts.join(" + "),
@@ -142,7 +160,11 @@ fn disk_windows(ctx: &mut Ctx, vms: &[VmDraft]) {
     let windows: Vec<W<'_>> = vms
         .iter()
         .flat_map(|v| {
-            v.disks.iter().map(|(k, d)| W { field: format!("{}.disk[{k}]", v.field), disk: d, key: normalize(&d.image) })
+            v.disks.iter().map(|(k, d)| W {
+                field: format!("{}.disk[{k}]", v.field),
+                disk: d,
+                key: normalize(&d.image),
+            })
         })
         .collect();
     for (b, wb) in windows.iter().enumerate() {
@@ -171,7 +193,10 @@ fn disk_windows(ctx: &mut Ctx, vms: &[VmDraft]) {
 
 /// `[start, end)` in sectors; no `sectors`: to the end of the image.
 fn range(d: &DiskConfig) -> (u64, u64) {
-    (d.start, d.sectors.map_or(u64::MAX, |n| d.start.saturating_add(n)))
+    (
+        d.start,
+        d.sectors.map_or(u64::MAX, |n| d.start.saturating_add(n)),
+    )
 }
 
 fn window(d: &DiskConfig) -> String {
@@ -188,7 +213,9 @@ fn normalize(p: &Path) -> PathBuf {
     for c in p.components() {
         match c {
             Component::CurDir => {}
-            Component::ParentDir if matches!(out.components().next_back(), Some(Component::Normal(_))) => {
+            Component::ParentDir
+                if matches!(out.components().next_back(), Some(Component::Normal(_))) =>
+            {
                 out.pop();
             }
             other => out.push(other),
@@ -197,10 +224,18 @@ fn normalize(p: &Path) -> PathBuf {
     out
 }
 
-pub(crate) fn check_images(cfg: &MachineConfig, size_of: &dyn Fn(&ImageRef) -> Option<u64>) -> Vec<ConfigError> {
+pub(crate) fn check_images(
+    cfg: &MachineConfig,
+    size_of: &dyn Fn(&ImageRef) -> Option<u64>,
+) -> Vec<ConfigError> {
     let mut errors = Vec::new();
     let mut err = |line: usize, field: String, message: String| {
-        errors.push(ConfigError { file: cfg.path.clone(), line, field, message });
+        errors.push(ConfigError {
+            file: cfg.path.clone(),
+            line,
+            field,
+            message,
+        });
     };
     let at = |line: usize, vm: &VmConfig| if line == 0 { vm.line } else { line };
     for (i, vm) in cfg.vms.iter().enumerate() {
@@ -210,7 +245,9 @@ pub(crate) fn check_images(cfg: &MachineConfig, size_of: &dyn Fn(&ImageRef) -> O
                 None => {
                     let msg = match r {
                         ImageRef::Path(p) => format!("file not found: {}", p.display()),
-                        other => format!("the project's {other} image is not available (not built?)"),
+                        other => {
+                            format!("the project's {other} image is not available (not built?)")
+                        }
                     };
                     err(at(line, vm), field, msg);
                     None
@@ -229,9 +266,13 @@ pub(crate) fn check_images(cfg: &MachineConfig, size_of: &dyn Fn(&ImageRef) -> O
         };
         if let (Some(k), Some(ird)) = (kernel, initrd) {
             let have = vm.memory_mb << 20;
-            let need = k.saturating_add(ird.unwrap_or(0)).saturating_add(DEVICE_TREE_RESERVE);
+            let need = k
+                .saturating_add(ird.unwrap_or(0))
+                .saturating_add(DEVICE_TREE_RESERVE);
             if need > have {
-                let initrd = ird.map(|n| format!(" + initrd {}", bytes(n))).unwrap_or_default();
+                let initrd = ird
+                    .map(|n| format!(" + initrd {}", bytes(n)))
+                    .unwrap_or_default();
                 let msg = format!(
                     "too small for its images: kernel {}{initrd} + {} for the device tree = {}, but memory is {}",
                     bytes(k),
@@ -245,7 +286,11 @@ pub(crate) fn check_images(cfg: &MachineConfig, size_of: &dyn Fn(&ImageRef) -> O
         for (k, d) in vm.disks.iter().enumerate() {
             let field = format!("vm[{i}].disk[{k}]");
             let Some(size) = size_of(&ImageRef::Path(d.image.clone())) else {
-                err(d.line, format!("{field}.image"), format!("file not found: {}", d.image.display()));
+                err(
+                    d.line,
+                    format!("{field}.image"),
+                    format!("file not found: {}", d.image.display()),
+                );
                 continue;
             };
             let total = size / SECTOR_SIZE;
@@ -269,7 +314,7 @@ pub(crate) fn check_images(cfg: &MachineConfig, size_of: &dyn Fn(&ImageRef) -> O
 
 /// Bytes as MiB, with one decimal when not whole.
 fn bytes(n: u64) -> String {
-    if n % (1 << 20) == 0 {
+    if n.is_multiple_of(1 << 20) {
         format_mb(n >> 20)
     } else {
         format!("{:.1}M", n as f64 / f64::from(1 << 20))

@@ -44,20 +44,16 @@ pub(crate) enum Got<T> {
     Val(T, usize),
 }
 
-impl<T> Got<T> {
-    pub fn val(self) -> Option<(T, usize)> {
-        match self {
-            Got::Val(v, l) => Some((v, l)),
-            _ => None,
-        }
-    }
-}
-
 impl Ctx {
     pub fn new(text: &str, file: &Path) -> Self {
-        let line_starts =
-            std::iter::once(0).chain(text.match_indices('\n').map(|(i, _)| i + 1)).collect();
-        Self { line_starts, file: file.to_path_buf(), errors: Vec::new() }
+        let line_starts = std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
+        Self {
+            line_starts,
+            file: file.to_path_buf(),
+            errors: Vec::new(),
+        }
     }
 
     /// 1-based line of byte `offset`.
@@ -83,12 +79,20 @@ impl Ctx {
         let (k, item) = node.t.get_key_value(key)?;
         let key_line = self.line(k.span()).unwrap_or(node.line);
         let line = self.line(item.span()).unwrap_or(key_line);
-        Some(Entry { item, line, field: node.field(key) })
+        Some(Entry {
+            item,
+            line,
+            field: node.field(key),
+        })
     }
 
     fn wrong_type(&mut self, e: &Entry<'_>, expected: &str) {
         let found = e.item.type_name();
-        self.error(e.line, e.field.clone(), format!("expected {expected}, found {found}"));
+        self.error(
+            e.line,
+            e.field.clone(),
+            format!("expected {expected}, found {found}"),
+        );
     }
 
     /// Reports every key of `node` not in `allowed`.
@@ -132,8 +136,16 @@ impl Ctx {
     pub fn int_in(&mut self, node: &Node<'_>, key: &str, lo: i64, hi: i64) -> Got<i64> {
         match self.int(node, key) {
             Got::Val(v, line) if !(lo..=hi).contains(&v) => {
-                let range = if hi == i64::MAX { format!("at least {lo}") } else { format!("{lo}..={hi}") };
-                self.error(line, node.field(key), format!("{v} is out of range: must be {range}"));
+                let range = if hi == i64::MAX {
+                    format!("at least {lo}")
+                } else {
+                    format!("{lo}..={hi}")
+                };
+                self.error(
+                    line,
+                    node.field(key),
+                    format!("{v} is out of range: must be {range}"),
+                );
                 Got::Bad
             }
             other => other,
@@ -172,7 +184,10 @@ impl Ctx {
             None => Got::Absent,
             Some(e) => match e.item.as_array() {
                 Some(a) => {
-                    let vals = a.iter().map(|v| (v, self.line(v.span()).unwrap_or(e.line))).collect();
+                    let vals = a
+                        .iter()
+                        .map(|v| (v, self.line(v.span()).unwrap_or(e.line)))
+                        .collect();
                     Got::Val(vals, e.line)
                 }
                 None => {
@@ -185,11 +200,18 @@ impl Ctx {
 
     /// A sub-table (`[key]`, `key = { .. }` or dotted keys).
     pub fn table<'d>(&mut self, node: &Node<'d>, key: &str) -> Got<Node<'d>> {
-        let Some(e) = self.get(node, key) else { return Got::Absent };
+        let Some(e) = self.get(node, key) else {
+            return Got::Absent;
+        };
         match e.item.as_table_like() {
-            Some(t) if !e.item.is_array_of_tables() => {
-                Got::Val(Node { t, line: e.line, path: e.field.clone() }, e.line)
-            }
+            Some(t) if !e.item.is_array_of_tables() => Got::Val(
+                Node {
+                    t,
+                    line: e.line,
+                    path: e.field.clone(),
+                },
+                e.line,
+            ),
             _ => {
                 let expected = format!("a table ([{}])", e.field);
                 self.wrong_type(&e, &expected);
@@ -201,7 +223,9 @@ impl Ctx {
     /// An array of tables (`[[key]]` or `key = [{ .. }, ..]`); element `i`
     /// gets the field path `{field}[i]`. `header` names the syntax in errors.
     pub fn tables<'d>(&mut self, node: &Node<'d>, key: &str, header: &str) -> Got<Vec<Node<'d>>> {
-        let Some(e) = self.get(node, key) else { return Got::Absent };
+        let Some(e) = self.get(node, key) else {
+            return Got::Absent;
+        };
         let expected = format!("an array of tables ({header})");
         match e.item {
             Item::ArrayOfTables(aot) => {
@@ -223,9 +247,17 @@ impl Ctx {
                     let line = self.line(v.span()).unwrap_or(e.line);
                     let field = format!("{}[{i}]", e.field);
                     match v.as_inline_table() {
-                        Some(t) => nodes.push(Node { t, line, path: field }),
+                        Some(t) => nodes.push(Node {
+                            t,
+                            line,
+                            path: field,
+                        }),
                         None => {
-                            self.error(line, field, format!("expected a table, found {}", v.type_name()));
+                            self.error(
+                                line,
+                                field,
+                                format!("expected a table, found {}", v.type_name()),
+                            );
                             ok = false;
                         }
                     }
@@ -278,7 +310,9 @@ fn edit_distance(a: &str, b: &str) -> usize {
                 i
             } else {
                 let cost = usize::from(a[i - 1] != b[j - 1]);
-                let mut best = (d[(i - 1) * w + j] + 1).min(d[i * w + j - 1] + 1).min(d[(i - 1) * w + j - 1] + cost);
+                let mut best = (d[(i - 1) * w + j] + 1)
+                    .min(d[i * w + j - 1] + 1)
+                    .min(d[(i - 1) * w + j - 1] + cost);
                 if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
                     best = best.min(d[(i - 2) * w + j - 2] + 1);
                 }
@@ -296,8 +330,14 @@ mod tests {
     #[test]
     fn suggestions() {
         assert_eq!(edit_distance("vpcus", "vcpus"), 1);
-        assert_eq!(suggest("vpcus", &["name", "vcpus", "memory"]), Some("vcpus"));
-        assert_eq!(suggest("memroy", &["name", "vcpus", "memory"]), Some("memory"));
+        assert_eq!(
+            suggest("vpcus", &["name", "vcpus", "memory"]),
+            Some("vcpus")
+        );
+        assert_eq!(
+            suggest("memroy", &["name", "vcpus", "memory"]),
+            Some("memory")
+        );
         assert_eq!(suggest("colour", &["name", "vcpus", "memory"]), None);
         assert_eq!(suggest("x", &["pin"]), None);
     }

@@ -6,10 +6,12 @@
 //!
 //! Modes, chosen by the kernel command line (`/chosen/bootargs`):
 //! `mode=suite` (default) the checks; `mode=crash` jumps to unmapped memory
-//! to prove the hypervisor reports and stops a crashing VM.
+//! to prove the hypervisor reports and stops a crashing VM; `mode=bench`
+//! micro-benchmarks (bench.rs) for `cargo xtask bench`, natively or under Rivet.
 #![no_std]
 #![no_main]
 
+mod bench;
 mod sbi;
 mod tests;
 mod trap;
@@ -114,19 +116,27 @@ pub struct BootInfo {
     pub vcpus: usize,
     pub mode: &'static str,
     pub sstc_in_dt: bool,
+    /// The whole command line (`bench=...` filters benchmarks).
+    pub args: &'static str,
+    /// `/cpus/timebase-frequency` (Hz) for turning time ticks into ns.
+    pub timebase: u64,
 }
 
 fn boot_info(hartid: usize, dtb: usize) -> BootInfo {
-    let mut info = BootInfo { hartid, vcpus: 1, mode: "suite", sstc_in_dt: false };
+    let mut info = BootInfo { hartid, vcpus: 1, mode: "suite", sstc_in_dt: false, args: "", timebase: 10_000_000 };
     // SAFETY: the hypervisor passes a valid device tree in a1, in our RAM.
     let Ok(fdt) = (unsafe { fdt::Fdt::from_ptr(dtb as *const u8) }) else {
         println!("warning: no usable device tree at {dtb:#x}");
         return info;
     };
     info.vcpus = fdt.cpus().count().max(1);
+    if let Some(tb) = fdt.find_node("/cpus").and_then(|n| n.property("timebase-frequency")).and_then(|p| p.as_usize()) {
+        info.timebase = tb as u64;
+    }
     if let Some(args) = fdt.chosen().bootargs() {
         // SAFETY of 'static: the DTB stays in RAM untouched for our lifetime.
         let args: &'static str = unsafe { core::mem::transmute::<&str, &'static str>(args) };
+        info.args = args;
         for word in args.split_whitespace() {
             if let Some(m) = word.strip_prefix("mode=") {
                 info.mode = m;
@@ -155,6 +165,7 @@ extern "C" fn main(hartid: usize, dtb: usize) -> ! {
             // SAFETY: deliberately not safe: this is the crash test.
             unsafe { core::arch::asm!("jr {0}", in(reg) 0x4000_0000usize, options(noreturn)) };
         }
+        "bench" => bench::run(&info),
         _ => tests::run_suite(&info),
     }
     let (p, f) = (PASSED.load(Ordering::SeqCst), FAILED.load(Ordering::SeqCst));

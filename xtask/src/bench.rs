@@ -1,0 +1,1508 @@
+//! `cargo xtask bench`: what virtualization costs, native vs Rivet.
+//!
+//! Everything runs on QEMU `virt` with `-icount shift=0,sleep=off`: guest
+//! time is deterministic and one retired instruction is one nanosecond of
+//! virtual time (idle time in WFI jumps straight to the next timer
+//! deadline). "Native" is the same guest directly on QEMU's OpenSBI (no
+//! hypervisor); "Rivet" is the guest in a VM under Rivet on a CPU with the
+//! H extension.
+//!
+//! 1. Micro-benchmarks: the test kernel's `mode=bench` (see
+//!    guests/testkernel/src/bench.rs), natively and under Rivet: on one hart
+//!    (Rivet: 1 vCPU on 1 hart), the IPI and HSM ones on two (2 vCPUs on 2
+//!    harts), and the SBI timer again on a CPU without Sstc. Under Rivet each
+//!    benchmark is also run alone at log level 4 and its exit profile
+//!    compared with an empty run's: hypervisor exits per iteration.
+//! 2. Linux boot to init: the shared Linux Image and busybox initramfs with a
+//!    small overlay (a second cpio appended to the initramfs) that adds
+//!    `/rdtime`, a 20-instruction static program printing the `time` CSR,
+//!    and an /init that runs it first thing and right before it prints
+//!    `guest: init ready`. The `time` CSR counts from machine reset (Rivet
+//!    sets htimedelta = 0), so these are honest reset→init times; the
+//!    kernel's printk stamp of `Run /init` is also reported, but it only
+//!    counts from when the kernel registered its sched_clock (firmware,
+//!    hypervisor and early kernel boot are not in it).
+//! 3. The exit profile of a Linux boot under Rivet (`--log 4` prints it at
+//!    power-off).
+//!
+//! Each figure is the median of `--runs` runs (default 3) with min/max.
+//! Results: target/bench/results.{json,md,svg}; the Markdown is printed.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::images;
+use crate::qemu::Session;
+use crate::RunOpts;
+
+const T_MICRO: Duration = Duration::from_secs(60);
+/// A Linux boot takes a few seconds of wall time; a hung one must not eat
+/// the benchmark's 10-minute budget.
+const T_LINUX: Duration = Duration::from_secs(90);
+/// QEMU virt's timebase; replaced by what the test kernel reads from the DT.
+const DEFAULT_TIMEBASE: f64 = 10_000_000.0;
+
+// ---------------------------------------------------------------- parsing
+
+/// One `bench <name> ...` line from the test kernel.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BenchLine {
+    pub name: String,
+    pub iters: u64,
+    pub instret: Option<f64>,
+    pub ns: Option<f64>,
+    /// Set for `bench <name> n/a reason=<why>`.
+    pub na: Option<String>,
+}
+
+/// Parses `bench <name> iters=K instret_per_iter=X ns_per_iter=Y` or
+/// `bench <name> n/a reason=R` (anywhere in the line: consoles may prefix).
+pub fn parse_bench_line(line: &str) -> Option<BenchLine> {
+    let rest = &line[line.find("bench ")? + "bench ".len()..];
+    let mut words = rest.split_whitespace();
+    let name = words.next()?;
+    if name.ends_with(':') {
+        return None; // "bench: ..." status lines
+    }
+    let mut b = BenchLine { name: name.to_string(), iters: 0, instret: None, ns: None, na: None };
+    let mut saw_value = false;
+    for w in words {
+        if w == "n/a" {
+            b.na = Some(String::new());
+            continue;
+        }
+        let Some((k, v)) = w.split_once('=') else { continue };
+        match k {
+            "iters" => b.iters = v.parse().ok()?,
+            "instret_per_iter" => {
+                b.instret = v.parse().ok();
+                saw_value = true;
+            }
+            "ns_per_iter" => {
+                b.ns = v.parse().ok();
+                saw_value = true;
+            }
+            "reason" => b.na = Some(v.to_string()),
+            _ => {}
+        }
+    }
+    if b.na.is_some() || (saw_value && b.iters > 0) {
+        Some(b)
+    } else {
+        None
+    }
+}
+
+/// The printk timestamp (seconds) of a `[    0.094045] text` line.
+pub fn parse_printk_stamp(line: &str) -> Option<f64> {
+    let open = line.find('[')?;
+    let close = open + line[open..].find(']')?;
+    let inner = line[open + 1..close].trim();
+    if !inner.contains('.') {
+        return None;
+    }
+    inner.parse().ok()
+}
+
+/// The printk stamp of the first line containing `needle`.
+pub fn printk_stamp_of(output: &str, needle: &str) -> Option<f64> {
+    output.lines().find(|l| l.contains(needle)).and_then(parse_printk_stamp)
+}
+
+/// `[rivet]    exits: total=N sbi.base=.. mmio.uart=..` → name → count.
+pub fn parse_exit_profile(line: &str) -> Option<BTreeMap<String, u64>> {
+    let rest = &line[line.find("exits:")? + "exits:".len()..];
+    let mut m = BTreeMap::new();
+    for w in rest.split_whitespace() {
+        let (k, v) = w.split_once('=')?;
+        m.insert(k.to_string(), v.parse().ok()?);
+    }
+    if m.contains_key("total") {
+        Some(m)
+    } else {
+        None
+    }
+}
+
+/// The last exit profile printed in `output`.
+pub fn exit_profile_of(output: &str) -> Option<BTreeMap<String, u64>> {
+    output.lines().filter_map(parse_exit_profile).last()
+}
+
+/// `<prefix>rdtime=<ticks>` printed by the Linux overlay's /rdtime.
+pub fn parse_rdtime(output: &str, label: &str) -> Option<u64> {
+    let pat = format!("bench: {label} rdtime=");
+    let line = output.lines().find(|l| l.contains(&pat))?;
+    let v = &line[line.find(&pat)? + pat.len()..];
+    v.trim().split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+}
+
+// ---------------------------------------------------------------- statistics
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stats {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+    pub values: Vec<f64>,
+}
+
+/// Median (mean of the middle two for an even count), min and max.
+pub fn stats(values: &[f64]) -> Option<Stats> {
+    let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    let n = v.len();
+    let median = if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 };
+    Some(Stats { median, min: v[0], max: v[n - 1], values: values.to_vec() })
+}
+
+impl Stats {
+    /// Relative spread (max − min) / median.
+    pub fn spread(&self) -> f64 {
+        if self.median == 0.0 {
+            0.0
+        } else {
+            (self.max - self.min) / self.median.abs()
+        }
+    }
+}
+
+/// Formats a figure with a precision that suits its size.
+pub fn fmt_num(x: f64) -> String {
+    let a = x.abs();
+    if a >= 1000.0 || (a >= 100.0 && x.fract() == 0.0) {
+        format!("{x:.0}")
+    } else if a >= 10.0 {
+        format!("{x:.1}")
+    } else {
+        format!("{x:.2}")
+    }
+}
+
+fn fmt_stats(s: &Option<Stats>) -> String {
+    match s {
+        None => "n/a".into(),
+        Some(s) if s.min == s.max => fmt_num(s.median),
+        Some(s) => format!("{} ({}–{})", fmt_num(s.median), fmt_num(s.min), fmt_num(s.max)),
+    }
+}
+
+// ---------------------------------------------------------------- results
+
+/// Samples per metric key and side.
+#[derive(Default, Debug)]
+struct Samples {
+    native: BTreeMap<String, Vec<f64>>,
+    rivet: BTreeMap<String, Vec<f64>>,
+    native_na: BTreeMap<String, String>,
+    rivet_na: BTreeMap<String, String>,
+}
+
+impl Samples {
+    fn push(&mut self, rivet: bool, key: &str, v: f64) {
+        let m = if rivet { &mut self.rivet } else { &mut self.native };
+        m.entry(key.to_string()).or_default().push(v);
+    }
+    fn na(&mut self, rivet: bool, key: &str, why: &str) {
+        let m = if rivet { &mut self.rivet_na } else { &mut self.native_na };
+        m.insert(key.to_string(), why.to_string());
+    }
+    fn get(&self, rivet: bool, key: &str) -> Option<Stats> {
+        let m = if rivet { &self.rivet } else { &self.native };
+        m.get(key).and_then(|v| stats(v))
+    }
+}
+
+/// One row of the results table.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub key: String,
+    pub label: String,
+    pub unit: String,
+    pub native: Option<Stats>,
+    pub rivet: Option<Stats>,
+    pub exits_per_iter: Option<f64>,
+    pub note: String,
+}
+
+impl Row {
+    pub fn ratio(&self) -> Option<f64> {
+        match (&self.native, &self.rivet) {
+            (Some(n), Some(r)) if n.median > 0.0 => Some(r.median / n.median),
+            _ => None,
+        }
+    }
+}
+
+// ---------------------------------------------------------------- machines
+
+/// A native QEMU command line: the guest straight on OpenSBI.
+fn native_command(kernel: &Path, initrd: Option<&Path>, append: &str, smp: u32, sstc: bool) -> Command {
+    let mut c = Command::new("qemu-system-riscv64");
+    let cpu = if sstc { "rv64".to_string() } else { "rv64,sstc=false".to_string() };
+    c.args(["-M", "virt", "-cpu", &cpu, "-smp", &smp.to_string(), "-m", "512M"]);
+    c.args(["-bios", "default", "-no-reboot", "-display", "none", "-monitor", "none"]);
+    c.args(["-chardev", "stdio,id=con0", "-serial", "chardev:con0"]);
+    c.arg("-kernel").arg(kernel);
+    if let Some(i) = initrd {
+        c.arg("-initrd").arg(i);
+    }
+    c.args(["-append", append]);
+    c.args(["-icount", "shift=0,sleep=off"]);
+    c
+}
+
+fn rivet_command(opts: &RunOpts, tag: &str) -> Result<Command, String> {
+    let mut m = crate::prepare(opts, tag)?;
+    m.icount = true;
+    Ok(m.command())
+}
+
+fn command_line(c: &Command) -> String {
+    std::iter::once(c.get_program().to_string_lossy().into_owned())
+        .chain(c.get_args().map(|a| a.to_string_lossy().into_owned()))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+struct Out {
+    dir: PathBuf,
+}
+
+impl Out {
+    fn log(&self, name: &str, s: &Session) {
+        let _ = std::fs::write(self.dir.join(format!("{name}.log")), s.output());
+    }
+}
+
+/// Runs a test-kernel bench to completion; returns its output and wall time.
+fn run_testkernel(cmd: Command, out: &Out, name: &str) -> Result<(String, f64), String> {
+    let mut s = Session::spawn(cmd)?;
+    let t = Instant::now();
+    let r = s.expect("bench: done", T_MICRO).and_then(|_| s.wait_exit(T_MICRO).map(|_| ()));
+    let wall = t.elapsed().as_secs_f64();
+    out.log(name, &s);
+    let text = s.output();
+    r.map_err(|e| format!("{name}: {e}\n{}", tail(&text, 20)))?;
+    if text.contains("PANIC") || text.contains("testkernel panic") {
+        return Err(format!("{name}: panic\n{}", tail(&text, 20)));
+    }
+    Ok((text, wall))
+}
+
+fn tail(s: &str, n: usize) -> String {
+    let v: Vec<&str> = s.lines().collect();
+    v[v.len().saturating_sub(n)..].join("\n")
+}
+
+fn collect_bench_lines(out: &str) -> Vec<BenchLine> {
+    out.lines().filter_map(parse_bench_line).collect()
+}
+
+fn timebase_of(out: &str) -> Option<f64> {
+    let l = out.lines().find(|l| l.contains("bench: start timebase="))?;
+    let v = &l[l.find("timebase=")? + "timebase=".len()..];
+    v.split_whitespace().next()?.parse().ok()
+}
+
+fn record_micro(samples: &mut Samples, rivet: bool, suffix: &str, lines: &[BenchLine]) {
+    for b in lines {
+        let key = format!("{}{suffix}", b.name);
+        if let Some(why) = &b.na {
+            samples.na(rivet, &format!("{key}.instret"), why);
+            samples.na(rivet, &format!("{key}.ns"), why);
+            continue;
+        }
+        if let Some(i) = b.instret {
+            samples.push(rivet, &format!("{key}.instret"), i);
+        }
+        if let Some(n) = b.ns {
+            samples.push(rivet, &format!("{key}.ns"), n);
+        }
+    }
+}
+
+// ---------------------------------------------------------------- Linux overlay
+
+/// /rdtime: prints the `time` CSR in decimal and a newline, then exits.
+/// Position-independent RV64IM code (assembled once with binutils; the
+/// source is in the comment), loaded by [`rdtime_elf`].
+const RDTIME_CODE: [u32; 20] = [
+    0xc01027f3, // rdtime a5
+    0xfc010113, // addi sp, sp, -64
+    0x04010593, // addi a1, sp, 64        (end of buffer)
+    0x00a00313, // li t1, 10
+    0xfff58593, // addi a1, a1, -1
+    0x00658023, // sb t1, 0(a1)           ('\n')
+    0x0267f2b3, // 1: remu t0, a5, t1
+    0x0267d7b3, // divu a5, a5, t1
+    0x03028293, // addi t0, t0, '0'
+    0xfff58593, // addi a1, a1, -1
+    0x00558023, // sb t0, 0(a1)
+    0xfe0796e3, // bnez a5, 1b
+    0x00100513, // li a0, 1               (stdout)
+    0x04010613, // addi a2, sp, 64
+    0x40b60633, // sub a2, a2, a1         (length)
+    0x04000893, // li a7, 64              (write)
+    0x00000073, // ecall
+    0x00000513, // li a0, 0
+    0x05d00893, // li a7, 93              (exit)
+    0x00000073, // ecall
+];
+
+/// A static RISC-V ELF64 executable: header, one PT_LOAD, the code.
+pub fn rdtime_elf() -> Vec<u8> {
+    const BASE: u64 = 0x10000;
+    const HDR: u64 = 64 + 56;
+    let code: Vec<u8> = RDTIME_CODE.iter().flat_map(|w| w.to_le_bytes()).collect();
+    let total = HDR + code.len() as u64;
+    let mut e = Vec::new();
+    e.extend_from_slice(&[0x7f, b'E', b'L', b'F', 2, 1, 1, 0]); // 64-bit, LE, v1, SysV
+    e.extend_from_slice(&[0; 8]);
+    e.extend_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+    e.extend_from_slice(&243u16.to_le_bytes()); // EM_RISCV
+    e.extend_from_slice(&1u32.to_le_bytes());
+    e.extend_from_slice(&(BASE + HDR).to_le_bytes()); // e_entry
+    e.extend_from_slice(&64u64.to_le_bytes()); // e_phoff
+    e.extend_from_slice(&0u64.to_le_bytes()); // e_shoff
+    e.extend_from_slice(&0u32.to_le_bytes()); // e_flags (no RVC, soft-float ABI: no FP used)
+    e.extend_from_slice(&64u16.to_le_bytes()); // e_ehsize
+    e.extend_from_slice(&56u16.to_le_bytes()); // e_phentsize
+    e.extend_from_slice(&1u16.to_le_bytes()); // e_phnum
+    e.extend_from_slice(&64u16.to_le_bytes()); // e_shentsize
+    e.extend_from_slice(&0u16.to_le_bytes()); // e_shnum
+    e.extend_from_slice(&0u16.to_le_bytes()); // e_shstrndx
+    // PT_LOAD, R+X, the whole file at BASE.
+    e.extend_from_slice(&1u32.to_le_bytes());
+    e.extend_from_slice(&5u32.to_le_bytes());
+    e.extend_from_slice(&0u64.to_le_bytes()); // p_offset
+    e.extend_from_slice(&BASE.to_le_bytes()); // p_vaddr
+    e.extend_from_slice(&BASE.to_le_bytes()); // p_paddr
+    e.extend_from_slice(&total.to_le_bytes()); // p_filesz
+    e.extend_from_slice(&total.to_le_bytes()); // p_memsz
+    e.extend_from_slice(&0x1000u64.to_le_bytes()); // p_align
+    e.extend_from_slice(&code);
+    e
+}
+
+/// A newc ("070701") cpio archive of regular files (path, mode, data).
+pub fn cpio_newc(files: &[(&str, u32, &[u8])]) -> Vec<u8> {
+    fn pad4(v: &mut Vec<u8>) {
+        while v.len() % 4 != 0 {
+            v.push(0);
+        }
+    }
+    let mut v = Vec::new();
+    let entry = |v: &mut Vec<u8>, ino: u32, name: &str, mode: u32, data: &[u8]| {
+        let fields = [ino, mode, 0, 0, 1, 0, data.len() as u32, 0, 0, 0, 0, name.len() as u32 + 1, 0];
+        v.extend_from_slice(b"070701");
+        for f in fields {
+            v.extend_from_slice(format!("{f:08X}").as_bytes());
+        }
+        v.extend_from_slice(name.as_bytes());
+        v.push(0);
+        pad4(v);
+        v.extend_from_slice(data);
+        pad4(v);
+    };
+    for (i, (name, mode, data)) in files.iter().enumerate() {
+        entry(&mut v, 1000 + i as u32, name, *mode, data);
+    }
+    entry(&mut v, 0, "TRAILER!!!", 0, &[]);
+    v
+}
+
+/// The guest's /init with the two /rdtime probes added.
+pub fn bench_init(original: &str) -> String {
+    let mut out = String::new();
+    let mut lines = original.lines();
+    // Keep the interpreter line first.
+    if let Some(first) = lines.next() {
+        out.push_str(first);
+        out.push('\n');
+    }
+    out.push_str("echo -n 'bench: init-start rdtime='; /rdtime\n");
+    for l in lines {
+        if l.trim_start().starts_with("echo \"guest: init ready") {
+            out.push_str("echo -n 'bench: init-ready rdtime='; /rdtime\n");
+        }
+        out.push_str(l);
+        out.push('\n');
+    }
+    out
+}
+
+/// The shared guest's init (initramfs-init.sh), used when the script is
+/// not next to the images.
+const DEFAULT_INIT: &str = "#!/bin/busybox sh
+/bin/busybox --install -s
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+mount -t tmpfs tmpfs /tmp
+echo \"guest: init ready, $(nproc) cpu(s), $(uname -r)\"
+exec setsid cttyhack sh
+";
+
+/// Writes the benchmark initramfs: the original (gzip) archive followed by
+/// an uncompressed cpio with /rdtime and the probed /init (Linux unpacks
+/// concatenated archives in order; later files replace earlier ones).
+fn bench_initramfs(kernel: &Path, initrd: &Path, dir: &Path) -> Result<PathBuf, String> {
+    let mut bytes = std::fs::read(initrd).map_err(|e| format!("{}: {e}", initrd.display()))?;
+    let script = kernel
+        .parent()
+        .map(|d| d.join("initramfs-init.sh"))
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .unwrap_or_else(|| DEFAULT_INIT.to_string());
+    if !script.contains("guest: init ready") {
+        return Err("initramfs-init.sh does not print `guest: init ready`".into());
+    }
+    let init = bench_init(&script);
+    let elf = rdtime_elf();
+    // The kernel looks for a cpio header only at 4-byte aligned offsets
+    // and skips zero padding between archives.
+    while bytes.len() % 4 != 0 {
+        bytes.push(0);
+    }
+    bytes.extend_from_slice(&cpio_newc(&[("init", 0o100755, init.as_bytes()), ("rdtime", 0o100755, &elf)]));
+    let p = dir.join("bench-initramfs.cpio");
+    std::fs::write(&p, bytes).map_err(|e| format!("{}: {e}", p.display()))?;
+    Ok(p)
+}
+
+/// One Linux boot: guest-time figures (ms) and wall seconds to init ready.
+#[derive(Debug, Default, Clone)]
+struct Boot {
+    printk_run_init_ms: Option<f64>,
+    init_start_ms: Option<f64>,
+    init_ready_ms: Option<f64>,
+    wall_s: f64,
+    exits: Option<BTreeMap<String, u64>>,
+}
+
+fn linux_boot(cmd: Command, out: &Out, name: &str, vcpus: u32, timebase: f64) -> Result<Boot, String> {
+    let mut s = Session::spawn(cmd)?;
+    let t = Instant::now();
+    let r = (|| {
+        s.expect(&format!("guest: init ready, {vcpus} cpu(s)"), T_LINUX)?;
+        let wall = t.elapsed().as_secs_f64();
+        s.send("poweroff -f\n")?;
+        s.wait_exit(T_LINUX)?;
+        Ok::<f64, String>(wall)
+    })();
+    out.log(name, &s);
+    let text = s.output();
+    let wall = r.map_err(|e| format!("{name}: {e}\n{}", tail(&text, 25)))?;
+    if text.contains("PANIC") {
+        return Err(format!("{name}: the hypervisor panicked\n{}", tail(&text, 25)));
+    }
+    let ms = |ticks: u64| ticks as f64 * 1e3 / timebase;
+    Ok(Boot {
+        printk_run_init_ms: printk_stamp_of(&text, "Run /init as init process").map(|s| s * 1e3),
+        init_start_ms: parse_rdtime(&text, "init-start").map(ms),
+        init_ready_ms: parse_rdtime(&text, "init-ready").map(ms),
+        wall_s: wall,
+        exits: exit_profile_of(&text),
+    })
+}
+
+fn report_boot(side: &str, vcpus: u32, run: usize, b: &Boot) {
+    println!(
+        "bench: linux {side} {vcpus} cpu run {}: init ready at {} ms guest time ({:.1} s wall)",
+        run + 1,
+        b.init_ready_ms.map(fmt_num).unwrap_or("?".into()),
+        b.wall_s
+    );
+}
+
+/// Records a failed run: printed now, and its first line kept as a note.
+fn failure(notes: &mut Vec<String>, what: &str, err: &str) {
+    println!("bench: FAILED: {what}: {err}");
+    notes.push(format!("FAILED: {what}: {}", err.lines().next().unwrap_or("")));
+}
+
+fn record_boot(samples: &mut Samples, rivet: bool, vcpus: u32, b: &Boot) {
+    let k = |what: &str| format!("linux.{vcpus}.{what}");
+    if let Some(v) = b.printk_run_init_ms {
+        samples.push(rivet, &k("printk_run_init"), v);
+    }
+    if let Some(v) = b.init_start_ms {
+        samples.push(rivet, &k("init_start"), v);
+    }
+    if let Some(v) = b.init_ready_ms {
+        samples.push(rivet, &k("init_ready"), v);
+    }
+    if let (Some(st), Some(p)) = (b.init_start_ms, b.printk_run_init_ms) {
+        samples.push(rivet, &k("pre_printk"), st - p);
+        if let Some(r) = b.init_ready_ms {
+            samples.push(rivet, &k("kernel_to_ready"), r - (st - p));
+        }
+    }
+    samples.push(rivet, &k("wall"), b.wall_s);
+}
+
+// ---------------------------------------------------------------- SVG
+
+/// One group of bars: a label and native / Rivet values (same unit).
+#[derive(Debug, Clone)]
+pub struct ChartRow {
+    pub label: String,
+    pub native: Option<f64>,
+    pub rivet: Option<f64>,
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+/// A horizontal grouped bar chart on a log10 axis (the figures span six
+/// decades), native and Rivet per row, each bar labelled with its value.
+pub fn svg_chart(title: &str, rows: &[ChartRow]) -> String {
+    let (left, bar_w, right) = (300.0, 520.0, 110.0);
+    let (row_h, top) = (40.0, 60.0);
+    let width = left + bar_w + right;
+    let height = top + rows.len() as f64 * row_h + 50.0;
+    let vals: Vec<f64> = rows.iter().flat_map(|r| [r.native, r.rivet]).flatten().filter(|v| *v > 0.0).collect();
+    let lo = vals.iter().cloned().fold(f64::INFINITY, f64::min);
+    let hi = vals.iter().cloned().fold(0.0, f64::max);
+    let (lo_d, hi_d) = if vals.is_empty() { (0.0, 1.0) } else { (lo.log10().floor().min(0.0), hi.log10().ceil().max(1.0)) };
+    let x = |v: f64| -> f64 {
+        if v <= 0.0 {
+            0.0
+        } else {
+            ((v.log10() - lo_d) / (hi_d - lo_d) * bar_w).clamp(1.0, bar_w)
+        }
+    };
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(s, r#"<rect x="0" y="0" width="{width}" height="{height}" fill="white"/>"#);
+    let _ = writeln!(s, r#"<text x="10" y="22" font-size="15" font-weight="bold">{}</text>"#, xml_escape(title));
+    let _ = writeln!(
+        s,
+        r##"<rect x="{left}" y="32" width="12" height="12" fill="#4c78a8"/><text x="{}" y="43">native (OpenSBI)</text>"##,
+        left + 16.0
+    );
+    let _ = writeln!(
+        s,
+        r##"<rect x="{}" y="32" width="12" height="12" fill="#e45756"/><text x="{}" y="43">Rivet</text>"##,
+        left + 150.0,
+        left + 166.0
+    );
+    // Decade grid lines.
+    let mut d = lo_d;
+    while d <= hi_d + 1e-9 {
+        let gx = left + (d - lo_d) / (hi_d - lo_d) * bar_w;
+        let gy1 = top + rows.len() as f64 * row_h;
+        let _ = writeln!(s, r##"<line x1="{gx:.1}" y1="{top}" x2="{gx:.1}" y2="{gy1}" stroke="#ddd"/>"##);
+        let _ = writeln!(s, r#"<text x="{gx:.1}" y="{:.1}" text-anchor="middle" fill="gray">1e{d}</text>"#, gy1 + 15.0);
+        d += 1.0;
+    }
+    for (i, r) in rows.iter().enumerate() {
+        let y = top + i as f64 * row_h;
+        let _ = writeln!(s, r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"#, left - 8.0, y + 22.0, xml_escape(&r.label));
+        for (j, (v, color)) in [(r.native, "#4c78a8"), (r.rivet, "#e45756")].into_iter().enumerate() {
+            let by = y + 4.0 + j as f64 * 16.0;
+            match v {
+                Some(v) => {
+                    let w = x(v);
+                    let _ = writeln!(s, r#"<rect x="{left}" y="{by:.1}" width="{w:.1}" height="14" fill="{color}"/>"#);
+                    let _ = writeln!(s, r#"<text x="{:.1}" y="{:.1}">{}</text>"#, left + w + 4.0, by + 11.0, xml_escape(&fmt_num(v)));
+                }
+                None => {
+                    let _ = writeln!(s, r#"<text x="{:.1}" y="{:.1}" fill="gray">n/a</text>"#, left + 4.0, by + 11.0);
+                }
+            }
+        }
+    }
+    let _ = writeln!(
+        s,
+        r#"<text x="10" y="{:.1}" fill="gray">log scale; units per row as in results.md (instructions, ns or ms of icount guest time)</text>"#,
+        height - 12.0
+    );
+    s.push_str("</svg>\n");
+    s
+}
+
+// ---------------------------------------------------------------- JSON
+
+fn json_str(s: &str) -> String {
+    let mut o = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => o.push_str("\\\""),
+            '\\' => o.push_str("\\\\"),
+            '\n' => o.push_str("\\n"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(o, "\\u{:04x}", c as u32);
+            }
+            c => o.push(c),
+        }
+    }
+    o.push('"');
+    o
+}
+
+fn json_num(x: f64) -> String {
+    if x.is_finite() {
+        let s = format!("{x}");
+        s
+    } else {
+        "null".into()
+    }
+}
+
+fn json_stats(s: &Option<Stats>) -> String {
+    match s {
+        None => "null".into(),
+        Some(s) => format!(
+            "{{\"median\": {}, \"min\": {}, \"max\": {}, \"spread\": {}, \"n\": {}, \"values\": [{}]}}",
+            json_num(s.median),
+            json_num(s.min),
+            json_num(s.max),
+            json_num(s.spread()),
+            s.values.len(),
+            s.values.iter().map(|v| json_num(*v)).collect::<Vec<_>>().join(", ")
+        ),
+    }
+}
+
+fn json_map(m: &BTreeMap<String, u64>) -> String {
+    let items: Vec<String> = m.iter().map(|(k, v)| format!("{}: {v}", json_str(k))).collect();
+    format!("{{{}}}", items.join(", "))
+}
+
+// ---------------------------------------------------------------- the command
+
+struct Opts {
+    runs: usize,
+    linux: bool,
+    linux_smp: bool,
+    exits: bool,
+}
+
+fn parse_opts(args: &[String]) -> Result<Opts, String> {
+    let mut o = Opts { runs: 3, linux: true, linux_smp: true, exits: true };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--runs" => {
+                o.runs = it.next().and_then(|v| v.parse().ok()).filter(|n| *n >= 1).ok_or("--runs takes a number >= 1")?
+            }
+            "--quick" => {
+                o.runs = 1;
+                o.linux_smp = false;
+            }
+            "--no-linux" => o.linux = false,
+            "--no-exits" => o.exits = false,
+            "-h" | "--help" => {
+                return Err("usage: cargo xtask bench [--runs N] [--quick] [--no-linux] [--no-exits]".into())
+            }
+            other => return Err(format!("unknown bench option {other:?}")),
+        }
+    }
+    Ok(o)
+}
+
+const MICRO_ROWS: &[(&str, &str, &str, &str)] = &[
+    ("sbi.null.instret", "null SBI call (get_spec_version)", "instructions/call", ""),
+    ("mmio.load.instret", "MMIO load, UART scratch (lbu)", "instructions/load", "native: real device, no trap"),
+    ("mmio.store.instret", "MMIO store, UART scratch (sb)", "instructions/store", "native: real device, no trap"),
+    (
+        "trap.illegal.instret",
+        "illegal insn trap to guest handler (unimp)",
+        "instructions/round trip",
+        "OpenSBI keeps illegal-insn traps (medeleg bit 2 clear) and redirects them to (V)S: no Rivet exit",
+    ),
+    (
+        "trap.virtual.instret",
+        "virtual-insn trap: csrr hstatus, injected as illegal",
+        "instructions/round trip",
+        "native: no trap (hstatus is readable in HS-mode); compare with the unimp row",
+    ),
+    ("timer.sbi.instret", "timer IRQ latency, SBI set_timer", "instructions deadline→handler", "spin-wait; ±4 insns of loop slack"),
+    ("timer.sbi.ns", "timer IRQ latency, SBI set_timer", "ns deadline→handler", "time CSR: 100 ns resolution"),
+    ("timer.sstc.instret", "timer IRQ latency, stimecmp (Sstc)", "instructions deadline→handler", "spin-wait; ±4 insns of loop slack"),
+    ("timer.sstc.ns", "timer IRQ latency, stimecmp (Sstc)", "ns deadline→handler", "time CSR: 100 ns resolution"),
+    ("timer.sbi@nosstc.instret", "timer IRQ latency, SBI set_timer, no Sstc", "instructions deadline→handler", "-cpu ...,sstc=false"),
+    ("timer.sbi@nosstc.ns", "timer IRQ latency, SBI set_timer, no Sstc", "ns deadline→handler", "-cpu ...,sstc=false"),
+    ("sbi.null@2harts.instret", "null SBI call, 2 harts (one idle)", "instructions/call", "idle host hart's work is billed under -icount"),
+    ("mmio.load@2harts.instret", "MMIO load, 2 harts (one idle)", "instructions/load", "idle host hart's work is billed under -icount"),
+    ("ipi.pingpong.ns", "IPI ping-pong vCPU0→vCPU1→vCPU0", "ns/round trip", "handlers taken on both sides; WFI waits"),
+    ("hsm.start.ns", "HSM hart_start → first instruction", "ns", "time CSR, 100 ns resolution per sample"),
+    (
+        "boot.reset_to_main.ns",
+        "test kernel: reset → bench start (256 MiB VM)",
+        "ns",
+        "firmware + hypervisor boot and VM set-up + kernel start-up",
+    ),
+    ("loop.empty.instret", "empty loop (overhead per iteration)", "instructions/iter", "included in every loop row"),
+];
+
+pub fn bench(args: &[String]) -> Result<u8, String> {
+    let o = parse_opts(args)?;
+    let t_all = Instant::now();
+    crate::setup()?;
+    let built = images::build_all()?;
+    let dir = images::root().join("target/bench");
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let out = Out { dir: dir.clone() };
+    let mut samples = Samples::default();
+    let mut timebase = DEFAULT_TIMEBASE;
+    let mut micro_wall: (Vec<f64>, Vec<f64>) = (Vec::new(), Vec::new());
+    let mut notes: Vec<String> = Vec::new();
+
+    // 1. Micro-benchmarks.
+    println!("== micro-benchmarks ({} run(s) each, native and Rivet)", o.runs);
+    // Single-hart benchmarks on one hart (native -smp 1, Rivet 1 vCPU on 1
+    // hart); SMP ones on two. Under -icount every hart's instructions
+    // advance the one virtual clock (and instret, which QEMU derives from
+    // the global instruction count), so an idle-but-awake second hart
+    // would be billed to the benchmark; the @2harts rows show that effect.
+    const SMP_FILTER: &str = "mode=bench bench=ipi,hsm,sbi.null,mmio.load";
+    let smp_key = |name: &str| {
+        if name.starts_with("ipi.") || name.starts_with("hsm.") {
+            name.to_string()
+        } else {
+            format!("{name}@2harts")
+        }
+    };
+    let one_key = |name: &str| name.to_string();
+    let mut failed_tags: Vec<&str> = Vec::new();
+    for run in 0..o.runs {
+        let first = run == 0;
+        // (tag, rivet?, vcpus/harts, sstc, append, key mapping)
+        let plan: [(&str, bool, u32, bool, &str, &dyn Fn(&str) -> String); 6] = [
+            ("native-1", false, 1, true, "mode=bench", &one_key),
+            ("rivet-1", true, 1, true, "mode=bench", &one_key),
+            ("native-2", false, 2, true, SMP_FILTER, &smp_key),
+            ("rivet-2", true, 2, true, SMP_FILTER, &smp_key),
+            // Timers again on a CPU without Sstc (SBI timer emulated with the
+            // M-mode timer natively, with the host timer under Rivet).
+            ("native-nosstc", false, 1, false, "mode=bench bench=timer.sbi", &|n: &str| format!("{n}@nosstc")),
+            ("rivet-nosstc", true, 1, false, "mode=bench bench=timer.sbi", &|n: &str| format!("{n}@nosstc")),
+        ];
+        for (tag, rivet, harts, sstc, append, key) in plan {
+            if failed_tags.contains(&tag) {
+                continue;
+            }
+            let cmd = if rivet {
+                let opts = RunOpts { append: Some(append.into()), vcpus: harts, harts, sstc, ..RunOpts::default() };
+                rivet_command(&opts, &format!("bench-micro-{tag}"))?
+            } else {
+                native_command(&built.testkernel, None, append, harts, sstc)
+            };
+            if first {
+                println!("bench: {tag}: {}", command_line(&cmd));
+            }
+            let (text, wall) = match run_testkernel(cmd, &out, &format!("micro-{tag}-{run}")) {
+                Ok(r) => r,
+                Err(e) => {
+                    failure(&mut notes, &format!("micro-benchmarks {tag} run {}", run + 1), &e);
+                    failed_tags.push(tag);
+                    continue;
+                }
+            };
+            if let Some(tb) = timebase_of(&text) {
+                timebase = tb;
+            }
+            let lines: Vec<BenchLine> = collect_bench_lines(&text)
+                .into_iter()
+                .filter(|b| b.na.as_deref() != Some("one-hart"))
+                .map(|mut b| {
+                    b.name = key(&b.name);
+                    b
+                })
+                .collect();
+            record_micro(&mut samples, rivet, "", &lines);
+            if tag.ends_with("-1") {
+                if rivet {
+                    micro_wall.1.push(wall);
+                } else {
+                    micro_wall.0.push(wall);
+                }
+            }
+        }
+        println!("bench: micro-benchmark round {} of {} done", run + 1, o.runs);
+    }
+
+    // Is instret counting everything (M, HS and VS/S)? Under icount the
+    // time CSR does, so the two must agree on busy loops.
+    let agree = ["sbi.null", "mmio.load", "trap.illegal"].iter().all(|b| {
+        match (samples.get(true, &format!("{b}.instret")), samples.get(true, &format!("{b}.ns"))) {
+            (Some(i), Some(n)) => (i.median - n.median).abs() <= 0.02 * n.median.max(1.0) + 0.5,
+            _ => false,
+        }
+    });
+    let instret_note = if agree {
+        "instret counts every retired instruction in all privilege modes (OpenSBI, Rivet, guest): on busy loops it equals icount guest time in ns"
+            .to_string()
+    } else {
+        "WARNING: instret and icount time disagree on busy loops; instret may not count the hypervisor's instructions".to_string()
+    };
+    println!("bench: {instret_note}");
+    notes.push(instret_note);
+
+    // Exits per iteration: each benchmark alone at log level 4, minus an
+    // empty run (console output through DBCN is left out of both).
+    let mut exits_per_iter: BTreeMap<String, f64> = BTreeMap::new();
+    let mut exit_detail: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
+    if o.exits {
+        println!("== hypervisor exits per benchmark iteration (Rivet, log level 4)");
+        let mut baseline: BTreeMap<(u32, bool), BTreeMap<String, u64>> = BTreeMap::new();
+        let plan: &[(&str, u32, bool)] = &[
+            ("sbi.null", 1, true),
+            ("mmio.load", 1, true),
+            ("mmio.store", 1, true),
+            ("trap.illegal", 1, true),
+            ("trap.virtual", 1, true),
+            ("timer.sbi", 1, true),
+            ("timer.sstc", 1, true),
+            ("timer.sbi@nosstc", 1, false),
+            ("ipi.pingpong", 2, true),
+            ("hsm.start", 2, true),
+        ];
+        for &(key, vcpus, sstc) in plan {
+            let name = key.split('@').next().unwrap_or(key);
+            let base = match baseline.get(&(vcpus, sstc)) {
+                Some(b) => b.clone(),
+                None => {
+                    let opts = RunOpts {
+                        append: Some("mode=bench bench=none".into()),
+                        vcpus,
+                        harts: vcpus,
+                        sstc,
+                        log: 4,
+                        ..RunOpts::default()
+                    };
+                    let r = run_testkernel(rivet_command(&opts, "bench-exits")?, &out, &format!("exits-baseline-{vcpus}-{sstc}"));
+                    let Some(p) = r.as_ref().ok().and_then(|(text, _)| exit_profile_of(text)) else {
+                        let e = r.err().unwrap_or_else(|| "no exit profile printed (log level 4)".into());
+                        failure(&mut notes, &format!("exit baseline ({vcpus} vCPU(s))"), &e);
+                        continue;
+                    };
+                    baseline.insert((vcpus, sstc), p.clone());
+                    p
+                }
+            };
+            let opts = RunOpts {
+                append: Some(format!("mode=bench bench={name}")),
+                vcpus,
+                harts: vcpus,
+                sstc,
+                log: 4,
+                ..RunOpts::default()
+            };
+            let text = match run_testkernel(rivet_command(&opts, "bench-exits")?, &out, &format!("exits-{key}")) {
+                Ok((t, _)) => t,
+                Err(e) => {
+                    failure(&mut notes, &format!("exit count of {key}"), &e);
+                    continue;
+                }
+            };
+            let Some(p) = exit_profile_of(&text) else {
+                failure(&mut notes, &format!("exit count of {key}"), "no exit profile printed (log level 4)");
+                continue;
+            };
+            let Some(b) = collect_bench_lines(&text).into_iter().find(|b| b.name == name && b.na.is_none()) else {
+                continue;
+            };
+            let diff = profile_diff(&p, &base);
+            let per = exits_excluding_console(&diff) as f64 / b.iters.max(1) as f64;
+            println!("bench: exits {key}: {per:.2}/iter ({})", fmt_diff(&diff));
+            exits_per_iter.insert(key.to_string(), per);
+            exit_detail.insert(key.to_string(), diff);
+        }
+    }
+
+    // 2. + 3. Linux boots.
+    let mut exit_profiles: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+    let mut linux_cfgs: Vec<u32> = Vec::new();
+    if o.linux {
+        let (kernel, initrd) = crate::e2e::linux_images()?;
+        let initramfs = bench_initramfs(&kernel, &initrd, &dir)?;
+        linux_cfgs.push(1);
+        if o.linux_smp {
+            linux_cfgs.push(2);
+        }
+        let mut linux_harts: BTreeMap<u32, u32> = linux_cfgs.iter().map(|&v| (v, v)).collect();
+        for &vcpus in &linux_cfgs {
+            println!("== Linux boot, {vcpus} CPU(s) ({} run(s) each, native and Rivet)", o.runs);
+            let mut native_ok = true;
+            let mut rivet_ok = true;
+            for run in 0..o.runs {
+                if native_ok {
+                    let cmd = native_command(&kernel, Some(&initramfs), "console=ttyS0", vcpus, true);
+                    if run == 0 {
+                        println!("bench: native: {}", command_line(&cmd));
+                    }
+                    match linux_boot(cmd, &out, &format!("linux-native-{vcpus}-{run}"), vcpus, timebase) {
+                        Ok(b) => {
+                            record_boot(&mut samples, false, vcpus, &b);
+                            report_boot("native", vcpus, run, &b);
+                        }
+                        Err(e) => {
+                            native_ok = false;
+                            failure(&mut notes, &format!("native Linux {vcpus} CPU(s)"), &e);
+                        }
+                    }
+                }
+                if !rivet_ok {
+                    continue;
+                }
+                // Rivet runs its vCPUs on as many harts as there are; should
+                // that fail (SMP hypervisor still young), the figures come
+                // from the vCPUs time-sliced on one hart, and a note says so.
+                loop {
+                    let harts = linux_harts[&vcpus];
+                    let opts = RunOpts {
+                        guest: "linux".into(),
+                        initrd: Some(initramfs.clone()),
+                        vcpus,
+                        harts,
+                        memory_mb: 512,
+                        ..RunOpts::default()
+                    };
+                    let cmd = rivet_command(&opts, "bench-linux")?;
+                    if run == 0 {
+                        println!("bench: rivet:  {}", command_line(&cmd));
+                    }
+                    match linux_boot(cmd, &out, &format!("linux-rivet-{vcpus}-{run}"), vcpus, timebase) {
+                        Ok(b) => {
+                            record_boot(&mut samples, true, vcpus, &b);
+                            report_boot("rivet ", vcpus, run, &b);
+                        }
+                        Err(e) if harts > 1 => {
+                            failure(&mut notes, &format!("Rivet Linux {vcpus} vCPUs on {harts} harts"), &e);
+                            notes.push(format!(
+                                "Rivet Linux {vcpus}-vCPU figures are from {vcpus} vCPUs time-sliced on 1 hart (the {harts}-hart run failed)"
+                            ));
+                            linux_harts.insert(vcpus, 1);
+                            continue;
+                        }
+                        Err(e) => {
+                            rivet_ok = false;
+                            failure(&mut notes, &format!("Rivet Linux {vcpus} vCPU(s) on {harts} hart(s)"), &e);
+                        }
+                    }
+                    break;
+                }
+            }
+        }
+        println!("== exit profile of a Linux boot under Rivet (log level 4)");
+        for &vcpus in &linux_cfgs {
+            let opts = RunOpts {
+                guest: "linux".into(),
+                initrd: Some(initramfs.clone()),
+                vcpus,
+                harts: linux_harts[&vcpus],
+                memory_mb: 512,
+                log: 4,
+                ..RunOpts::default()
+            };
+            let name = format!("linux-exits-{vcpus}");
+            match linux_boot(rivet_command(&opts, "bench-linux-exits")?, &out, &name, vcpus, timebase) {
+                Ok(Boot { exits: Some(p), .. }) => {
+                    println!("bench: linux {vcpus} vCPU exits: {}", fmt_profile(&p));
+                    exit_profiles.insert(format!("linux-{vcpus}vcpu"), p);
+                }
+                Ok(_) => notes.push(format!("no exit profile printed by the {vcpus}-vCPU Linux run")),
+                Err(e) => failure(&mut notes, &format!("Rivet Linux {vcpus} vCPU(s) at log level 4"), &e),
+            }
+        }
+    }
+
+    // Results.
+    let mut rows: Vec<Row> = Vec::new();
+    for &(key, label, unit, note) in MICRO_ROWS {
+        let native = samples.get(false, key);
+        let rivet = samples.get(true, key);
+        let mut note = note.to_string();
+        if native.is_none() {
+            if let Some(why) = samples.native_na.get(key) {
+                if note.is_empty() {
+                    note = format!("native n/a ({why})");
+                }
+            }
+        }
+        let ex_key = key.rsplit_once('.').map(|(b, _)| b).unwrap_or(key);
+        rows.push(Row {
+            key: key.into(),
+            label: label.into(),
+            unit: unit.into(),
+            native,
+            rivet,
+            exits_per_iter: exits_per_iter.get(ex_key).copied(),
+            note,
+        });
+    }
+    for &v in &linux_cfgs {
+        let l = |what: &str| format!("linux.{v}.{what}");
+        let cpus = if v == 1 { "1 CPU".to_string() } else { format!("{v} CPUs") };
+        for (what, label, unit, note) in [
+            ("init_ready", format!("Linux {cpus}: reset → init ready"), "ms guest time", "time CSR read by /rdtime in init"),
+            ("init_start", format!("Linux {cpus}: reset → /init starts"), "ms guest time", "time CSR, first command of /init"),
+            (
+                "printk_run_init",
+                format!("Linux {cpus}: printk stamp of `Run /init`"),
+                "ms guest time",
+                "from the kernel's sched_clock start, not reset",
+            ),
+            (
+                "pre_printk",
+                format!("Linux {cpus}: reset → kernel clock start (approx.)"),
+                "ms guest time",
+                "init-start minus printk stamp: firmware, hypervisor, early kernel",
+            ),
+            (
+                "kernel_to_ready",
+                format!("Linux {cpus}: kernel clock start → init ready"),
+                "ms guest time",
+                "the guest's own share: init ready minus the row above",
+            ),
+            ("wall", format!("Linux {cpus}: wall clock to init ready"), "s (host, reference only)", "TCG speed, not guest time"),
+        ] {
+            rows.push(Row {
+                key: l(what),
+                label,
+                unit: unit.into(),
+                native: samples.get(false, &l(what)),
+                rivet: samples.get(true, &l(what)),
+                exits_per_iter: None,
+                note: note.into(),
+            });
+        }
+    }
+    rows.push(Row {
+        key: "micro.wall".into(),
+        label: "micro-benchmark run (1 hart), wall clock".into(),
+        unit: "s (host, reference only)".into(),
+        native: stats(&micro_wall.0),
+        rivet: stats(&micro_wall.1),
+        exits_per_iter: None,
+        note: "whole test-kernel run incl. QEMU start".into(),
+    });
+
+    let goals = goals(&rows, &exits_per_iter, &exit_detail);
+    let total_wall = t_all.elapsed().as_secs_f64();
+    let qemu = qemu_version();
+    let md = markdown(&rows, &exit_profiles, &goals, &notes, o.runs, total_wall, &qemu);
+    let json = json(&rows, &exit_profiles, &exit_detail, &goals, &notes, o.runs, total_wall, &qemu);
+    let chart_rows: Vec<ChartRow> = rows
+        .iter()
+        .filter(|r| !r.key.ends_with(".wall") && !r.key.starts_with("loop.") && (r.native.is_some() || r.rivet.is_some()))
+        .map(|r| ChartRow {
+            label: format!("{} [{}]", short_label(r), short_unit(&r.unit)),
+            native: r.native.as_ref().map(|s| s.median),
+            rivet: r.rivet.as_ref().map(|s| s.median),
+        })
+        .collect();
+    let svg = svg_chart("Rivet vs native (QEMU virt, -icount shift=0): medians", &chart_rows);
+    for (name, body) in [("results.md", &md), ("results.json", &json), ("results.svg", &svg)] {
+        let p = dir.join(name);
+        std::fs::write(&p, body).map_err(|e| format!("{}: {e}", p.display()))?;
+    }
+    println!();
+    print!("{md}");
+    println!("\nbench: wrote {0}/results.md, {0}/results.json, {0}/results.svg ({total_wall:.0} s)", dir.display());
+    Ok(0)
+}
+
+fn short_label(r: &Row) -> String {
+    let k = r.key.as_str();
+    let base = k.rsplit_once('.').map(|(b, _)| b).unwrap_or(k);
+    base.replace("@nosstc", " (no Sstc)").replace("linux.1.", "linux 1cpu ").replace("linux.2.", "linux 2cpu ")
+}
+
+fn short_unit(u: &str) -> String {
+    u.split_whitespace().next().unwrap_or("").trim_end_matches("/call").to_string()
+}
+
+fn qemu_version() -> String {
+    Command::new("qemu-system-riscv64")
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.lines().next().map(str::to_string))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// `a − b` per key (keys of either), as signed counts.
+pub fn profile_diff(a: &BTreeMap<String, u64>, b: &BTreeMap<String, u64>) -> BTreeMap<String, i64> {
+    let mut d = BTreeMap::new();
+    for k in a.keys().chain(b.keys()) {
+        let v = *a.get(k).unwrap_or(&0) as i64 - *b.get(k).unwrap_or(&0) as i64;
+        d.insert(k.clone(), v);
+    }
+    d
+}
+
+/// Total exits in a profile difference, without the benchmark's own
+/// console output (SBI DBCN writes).
+pub fn exits_excluding_console(d: &BTreeMap<String, i64>) -> i64 {
+    d.get("total").copied().unwrap_or(0) - d.get("sbi.dbcn").copied().unwrap_or(0)
+}
+
+fn fmt_diff(d: &BTreeMap<String, i64>) -> String {
+    let v: Vec<String> = d.iter().filter(|(k, v)| **v != 0 && k.as_str() != "total").map(|(k, v)| format!("{k}{v:+}")).collect();
+    if v.is_empty() {
+        "no change".into()
+    } else {
+        v.join(" ")
+    }
+}
+
+fn fmt_profile(p: &BTreeMap<String, u64>) -> String {
+    p.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ")
+}
+
+#[derive(Debug, Clone)]
+struct Goal {
+    goal: String,
+    value: String,
+    met: Option<bool>,
+}
+
+fn goals(rows: &[Row], exits: &BTreeMap<String, f64>, detail: &BTreeMap<String, BTreeMap<String, i64>>) -> Vec<Goal> {
+    let rivet = |key: &str| rows.iter().find(|r| r.key == key).and_then(|r| r.rivet.as_ref()).map(|s| s.median);
+    let ratio = |key: &str| rows.iter().find(|r| r.key == key).and_then(Row::ratio);
+    let mut g = Vec::new();
+    let v = rivet("sbi.null.instret");
+    g.push(Goal {
+        goal: "null SBI call ≤ 150 retired instructions (stretch 100)".into(),
+        value: v.map(|v| format!("{} instructions{}", fmt_num(v), if v <= 100.0 { " (stretch met)" } else { "" })).unwrap_or("n/a".into()),
+        met: v.map(|v| v <= 150.0),
+    });
+    let v = rivet("mmio.load.instret");
+    g.push(Goal {
+        goal: "emulated MMIO load ≤ 300 retired instructions".into(),
+        value: v.map(|v| format!("{} instructions", fmt_num(v))).unwrap_or("n/a".into()),
+        met: v.map(|v| v <= 300.0),
+    });
+    let e = exits.get("timer.sstc").copied();
+    let d = detail.get("timer.sstc").map(fmt_diff).unwrap_or_default();
+    g.push(Goal {
+        goal: "Sstc timer interrupt with zero hypervisor exits".into(),
+        value: e.map(|e| format!("{e:.2} exits/interrupt ({d})")).unwrap_or("n/a (exit counting skipped)".into()),
+        met: e.map(|e| e == 0.0),
+    });
+    for v in [1, 2] {
+        if let Some(r) = ratio(&format!("linux.{v}.init_ready")) {
+            g.push(Goal {
+                goal: format!("Linux boot to init ready ({v} CPU{}) within 1.10x native", if v > 1 { "s" } else { "" }),
+                value: format!("{r:.3}x"),
+                met: Some(r <= 1.10),
+            });
+        }
+    }
+    g
+}
+
+fn markdown(
+    rows: &[Row],
+    profiles: &BTreeMap<String, BTreeMap<String, u64>>,
+    goals: &[Goal],
+    notes: &[String],
+    runs: usize,
+    wall: f64,
+    qemu: &str,
+) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "# Rivet benchmark results\n");
+    let _ = writeln!(
+        s,
+        "{qemu}, `-M virt -icount shift=0,sleep=off` (1 instruction = 1 ns of guest time). Median of {runs} run(s), \
+         (min–max) when runs differ. Native = the same guest on OpenSBI without a hypervisor. Micro-benchmarks \
+         run on 1 hart (Rivet: 1 vCPU on 1 hart) except the IPI, HSM and `2 harts` rows (2 vCPUs on 2 harts); Linux \
+         runs with as many harts as vCPUs. Ratio = Rivet / native.\n"
+    );
+    let _ = writeln!(s, "| benchmark | native | Rivet | ratio | unit | Rivet exits/iter | notes |");
+    let _ = writeln!(s, "| --- | ---: | ---: | ---: | --- | ---: | --- |");
+    for r in rows {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            r.label,
+            fmt_stats(&r.native),
+            fmt_stats(&r.rivet),
+            r.ratio().map(|x| format!("{x:.2}x")).unwrap_or("–".into()),
+            r.unit,
+            r.exits_per_iter.map(|e| format!("{e:.2}")).unwrap_or("".into()),
+            r.note
+        );
+    }
+    for (name, p) in profiles {
+        let total = *p.get("total").unwrap_or(&0);
+        let _ = writeln!(s, "\n## Exit profile: {name} boot under Rivet, reset → `poweroff -f`\n");
+        let _ = writeln!(s, "| exit reason | count | share |");
+        let _ = writeln!(s, "| --- | ---: | ---: |");
+        let mut v: Vec<(&String, &u64)> = p.iter().filter(|(k, _)| k.as_str() != "total").collect();
+        v.sort_by(|a, b| b.1.cmp(a.1));
+        for (k, c) in v {
+            let _ = writeln!(s, "| {k} | {c} | {:.1}% |", if total > 0 { *c as f64 * 100.0 / total as f64 } else { 0.0 });
+        }
+        let _ = writeln!(s, "| **total** | {total} | |");
+    }
+    let _ = writeln!(s, "\n## Goals (reported, not asserted)\n");
+    let _ = writeln!(s, "| goal | measured | met |");
+    let _ = writeln!(s, "| --- | --- | --- |");
+    for g in goals {
+        let met = match g.met {
+            Some(true) => "yes",
+            Some(false) => "no",
+            None => "–",
+        };
+        let _ = writeln!(s, "| {} | {} | {met} |", g.goal, g.value);
+    }
+    let _ = writeln!(s, "\n## Notes\n");
+    for n in notes {
+        let _ = writeln!(s, "- {n}");
+    }
+    let _ = writeln!(s, "- Whole benchmark: {wall:.0} s wall clock.");
+    s
+}
+
+#[allow(clippy::too_many_arguments)]
+fn json(
+    rows: &[Row],
+    profiles: &BTreeMap<String, BTreeMap<String, u64>>,
+    detail: &BTreeMap<String, BTreeMap<String, i64>>,
+    goals: &[Goal],
+    notes: &[String],
+    runs: usize,
+    wall: f64,
+    qemu: &str,
+) -> String {
+    let mut s = String::from("{\n");
+    let _ = writeln!(s, "  \"generator\": \"cargo xtask bench\",");
+    let _ = writeln!(s, "  \"qemu\": {},", json_str(qemu));
+    let _ = writeln!(s, "  \"icount\": \"shift=0,sleep=off\",");
+    let _ = writeln!(s, "  \"runs\": {runs},");
+    let _ = writeln!(s, "  \"wall_clock_s\": {},", json_num(wall));
+    s.push_str("  \"metrics\": [\n");
+    for (i, r) in rows.iter().enumerate() {
+        let _ = write!(
+            s,
+            "    {{\"key\": {}, \"label\": {}, \"unit\": {}, \"native\": {}, \"rivet\": {}, \"ratio\": {}, \"rivet_exits_per_iter\": {}, \"note\": {}}}",
+            json_str(&r.key),
+            json_str(&r.label),
+            json_str(&r.unit),
+            json_stats(&r.native),
+            json_stats(&r.rivet),
+            r.ratio().map(json_num).unwrap_or("null".into()),
+            r.exits_per_iter.map(json_num).unwrap_or("null".into()),
+            json_str(&r.note)
+        );
+        s.push_str(if i + 1 < rows.len() { ",\n" } else { "\n" });
+    }
+    s.push_str("  ],\n  \"exit_profiles\": {");
+    let items: Vec<String> = profiles.iter().map(|(k, p)| format!("\n    {}: {}", json_str(k), json_map(p))).collect();
+    s.push_str(&items.join(","));
+    s.push_str("\n  },\n  \"exits_by_benchmark\": {");
+    let items: Vec<String> = detail
+        .iter()
+        .map(|(k, d)| {
+            let inner: Vec<String> = d.iter().filter(|(_, v)| **v != 0).map(|(a, v)| format!("{}: {v}", json_str(a))).collect();
+            format!("\n    {}: {{{}}}", json_str(k), inner.join(", "))
+        })
+        .collect();
+    s.push_str(&items.join(","));
+    s.push_str("\n  },\n  \"goals\": [");
+    let items: Vec<String> = goals
+        .iter()
+        .map(|g| {
+            format!(
+                "\n    {{\"goal\": {}, \"value\": {}, \"met\": {}}}",
+                json_str(&g.goal),
+                json_str(&g.value),
+                g.met.map(|m| m.to_string()).unwrap_or("null".into())
+            )
+        })
+        .collect();
+    s.push_str(&items.join(","));
+    s.push_str("\n  ],\n  \"notes\": [");
+    let items: Vec<String> = notes.iter().map(|n| format!("\n    {}", json_str(n))).collect();
+    s.push_str(&items.join(","));
+    s.push_str("\n  ]\n}\n");
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bench_lines() {
+        let b = parse_bench_line("bench sbi.null iters=1000 instret_per_iter=308.0 ns_per_iter=308.5").unwrap();
+        assert_eq!(b.name, "sbi.null");
+        assert_eq!(b.iters, 1000);
+        assert_eq!(b.instret, Some(308.0));
+        assert_eq!(b.ns, Some(308.5));
+        assert_eq!(b.na, None);
+        let b = parse_bench_line("[vm0] bench hsm.start iters=100 instret_per_iter=n/a ns_per_iter=505038.0").unwrap();
+        assert_eq!((b.name.as_str(), b.instret, b.ns), ("hsm.start", None, Some(505038.0)));
+        let b = parse_bench_line("bench trap.virtual n/a reason=hstatus-readable").unwrap();
+        assert_eq!(b.na.as_deref(), Some("hstatus-readable"));
+        assert!(parse_bench_line("bench: start timebase=10000000 vcpus=2 hart=0").is_none());
+        assert!(parse_bench_line("bench: done").is_none());
+        assert!(parse_bench_line("no benchmark here").is_none());
+        assert!(parse_bench_line("bench x iters=abc instret_per_iter=1 ns_per_iter=1").is_none());
+    }
+
+    #[test]
+    fn printk_stamps() {
+        assert_eq!(parse_printk_stamp("[    0.094045] Run /init as init process"), Some(0.094045));
+        assert_eq!(parse_printk_stamp("[   12.500000] x"), Some(12.5));
+        assert_eq!(parse_printk_stamp("[rivet] INFO starting"), None);
+        assert_eq!(parse_printk_stamp("no stamp"), None);
+        let out = "[    0.000000] Linux version\n[    0.120000] Run /init as init process\nguest: init ready\n";
+        assert_eq!(printk_stamp_of(out, "Run /init"), Some(0.12));
+        assert_eq!(printk_stamp_of(out, "missing"), None);
+    }
+
+    #[test]
+    fn rdtime_lines() {
+        let out = "bench: init-start rdtime=1234567\r\nx\nbench: init-ready rdtime=2345678\n";
+        assert_eq!(parse_rdtime(out, "init-start"), Some(1234567));
+        assert_eq!(parse_rdtime(out, "init-ready"), Some(2345678));
+        assert_eq!(parse_rdtime(out, "other"), None);
+    }
+
+    #[test]
+    fn exit_profile_lines() {
+        let l = "[rivet]    exits: total=1234 sbi.time=10 sbi.dbcn=4 mmio.uart=1000 mmio.plic=3 mmio.unclaimed=0 wfi=200 \
+                 virtual_insn=1 irq.timer=16 irq.ext=0 irq.soft=0 other=0";
+        let p = parse_exit_profile(l).unwrap();
+        assert_eq!(p["total"], 1234);
+        assert_eq!(p["sbi.time"], 10);
+        assert_eq!(p["mmio.uart"], 1000);
+        assert_eq!(p["irq.timer"], 16);
+        assert!(parse_exit_profile("[rivet] INFO all VMs stopped").is_none());
+        assert!(parse_exit_profile("exits: total=x").is_none());
+        let out = format!("{l}\n[rivet]    exits: total=5 wfi=5\n");
+        assert_eq!(exit_profile_of(&out).unwrap()["total"], 5);
+        let a = parse_exit_profile("exits: total=1010 sbi.base=1000 sbi.dbcn=10").unwrap();
+        let b = parse_exit_profile("exits: total=8 sbi.dbcn=8").unwrap();
+        let d = profile_diff(&a, &b);
+        assert_eq!(d["sbi.base"], 1000);
+        assert_eq!(exits_excluding_console(&d), 1000);
+    }
+
+    #[test]
+    fn median_and_spread() {
+        let s = stats(&[3.0, 1.0, 2.0]).unwrap();
+        assert_eq!((s.median, s.min, s.max), (2.0, 1.0, 3.0));
+        assert_eq!(s.values, vec![3.0, 1.0, 2.0]);
+        let s = stats(&[4.0, 1.0, 2.0, 10.0]).unwrap();
+        assert_eq!(s.median, 3.0);
+        assert!((s.spread() - 3.0).abs() < 1e-12);
+        let s = stats(&[7.0, 7.0, 7.0]).unwrap();
+        assert_eq!((s.median, s.spread()), (7.0, 0.0));
+        assert!(stats(&[]).is_none());
+        assert!(stats(&[f64::NAN]).is_none());
+        assert_eq!(fmt_stats(&Some(stats(&[5.0, 5.0]).unwrap())), "5.00");
+        assert_eq!(fmt_stats(&Some(stats(&[100.0, 120.0, 110.0]).unwrap())), "110 (100–120)");
+        assert_eq!(fmt_stats(&None), "n/a");
+    }
+
+    /// A minimal XML well-formedness check: balanced, properly nested tags,
+    /// quoted attributes, no stray `<` or `&`.
+    fn well_formed(x: &str) -> Result<(), String> {
+        let mut stack: Vec<String> = Vec::new();
+        let mut rest = x;
+        let mut roots = 0;
+        while let Some(i) = rest.find('<') {
+            let text = &rest[..i];
+            if let Some(a) = text.find('&') {
+                let ent = &text[a..];
+                if !["&amp;", "&lt;", "&gt;", "&quot;"].iter().any(|e| ent.starts_with(e)) {
+                    return Err(format!("bad entity in {text:?}"));
+                }
+            }
+            let end = rest[i..].find('>').ok_or("unclosed tag")? + i;
+            let tag = &rest[i + 1..end];
+            if tag.contains('<') {
+                return Err(format!("'<' inside tag {tag:?}"));
+            }
+            if tag.matches('"').count() % 2 != 0 {
+                return Err(format!("unbalanced quotes in {tag:?}"));
+            }
+            if let Some(name) = tag.strip_prefix('/') {
+                let open = stack.pop().ok_or(format!("close without open: {name}"))?;
+                if open != name.trim() {
+                    return Err(format!("<{open}> closed by </{name}>"));
+                }
+            } else if !tag.ends_with('/') {
+                let name = tag.split_whitespace().next().unwrap_or("").to_string();
+                if stack.is_empty() {
+                    roots += 1;
+                }
+                stack.push(name);
+            } else if stack.is_empty() {
+                roots += 1;
+            }
+            rest = &rest[end + 1..];
+        }
+        if !stack.is_empty() {
+            return Err(format!("unclosed: {stack:?}"));
+        }
+        if roots != 1 {
+            return Err(format!("{roots} root elements"));
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn svg_is_well_formed() {
+        let rows = vec![
+            ChartRow { label: "sbi.null [instructions]".into(), native: Some(308.0), rivet: Some(120.0) },
+            ChartRow { label: "a <b> & \"c\"".into(), native: None, rivet: Some(5.0) },
+            ChartRow { label: "zero".into(), native: Some(0.0), rivet: Some(505038.0) },
+        ];
+        let svg = svg_chart("title & <more>", &rows);
+        assert!(svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""));
+        assert!(svg.trim_end().ends_with("</svg>"));
+        well_formed(&svg).unwrap();
+        assert!(svg.contains("a &lt;b&gt; &amp; &quot;c&quot;"));
+        assert!(svg.contains("n/a"));
+        // The checker itself rejects broken documents.
+        assert!(well_formed("<svg><g></svg>").is_err());
+        assert!(well_formed("<svg>a & b</svg>").is_err());
+        well_formed(&svg_chart("empty", &[])).unwrap();
+    }
+
+    #[test]
+    fn json_escapes() {
+        assert_eq!(json_str("a\"b\\c\nd"), "\"a\\\"b\\\\c\\nd\"");
+        assert_eq!(json_num(f64::NAN), "null");
+        assert_eq!(json_num(1.5), "1.5");
+    }
+
+    #[test]
+    fn init_overlay() {
+        let init = bench_init(DEFAULT_INIT);
+        let lines: Vec<&str> = init.lines().collect();
+        assert_eq!(lines[0], "#!/bin/busybox sh");
+        assert!(lines[1].contains("init-start") && lines[1].contains("/rdtime"));
+        let ready = lines.iter().position(|l| l.starts_with("echo \"guest: init ready")).unwrap();
+        assert!(lines[ready - 1].contains("init-ready") && lines[ready - 1].contains("/rdtime"));
+        let c = cpio_newc(&[("init", 0o100755, init.as_bytes())]);
+        assert!(c.starts_with(b"070701"));
+        assert_eq!(c.len() % 4, 0);
+        let trailer = b"TRAILER!!!\0";
+        assert!(c.windows(trailer.len()).any(|w| w == trailer));
+        let elf = rdtime_elf();
+        assert_eq!(&elf[..4], b"\x7fELF");
+        assert_eq!(elf.len(), 120 + 4 * RDTIME_CODE.len());
+        assert_eq!(u64::from_le_bytes(elf[24..32].try_into().unwrap()), 0x10000 + 120);
+    }
+}
