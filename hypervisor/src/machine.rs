@@ -135,9 +135,14 @@ fn run_vcpu(h: &mut Hart, s: Slot, mut m: HartMutexGuard<'static, Machine>) {
     m.switch_to(h, s);
     let mut slice_end = u64::MAX;
     loop {
-        // Start a time slice whenever another vCPU waits for this hart.
-        if slice_end == u64::MAX && m.others_runnable(h, s) {
-            slice_end = arch::time().saturating_add(SLICE_TICKS);
+        // A time slice runs while another vCPU waits for this hart; with
+        // nobody waiting (any more) there is no slice to enforce.
+        if m.others_runnable(h, s) {
+            if slice_end == u64::MAX {
+                slice_end = arch::time().saturating_add(SLICE_TICKS);
+            }
+        } else {
+            slice_end = u64::MAX;
         }
         if m.harts[h.slot].gvma_flush {
             m.harts[h.slot].gvma_flush = false;

@@ -258,10 +258,102 @@ fn native_command(kernel: &Path, initrd: Option<&Path>, append: &str, smp: u32, 
     c
 }
 
-fn rivet_command(opts: &RunOpts, tag: &str) -> Result<Command, String> {
-    let mut m = crate::prepare(opts, tag)?;
-    m.icount = true;
-    Ok(m.command())
+/// Rivet machines, prepared once per configuration (through
+/// [`crate::prepare`], which builds and packs the boot bundle) and all run
+/// with one frozen copy of the hypervisor binary, so that a rebuild of the
+/// tree while the benchmark runs cannot mix binaries into the results.
+struct Rivets {
+    hypervisor: PathBuf,
+    machines: BTreeMap<String, crate::qemu::Machine>,
+}
+
+impl Rivets {
+    fn command(&mut self, opts: &RunOpts) -> Result<Command, String> {
+        let key = format!("{opts:?}");
+        if !self.machines.contains_key(&key) {
+            let tag = format!("bench-{}", self.machines.len());
+            let mut m = crate::prepare(opts, &tag)?;
+            m.icount = true;
+            m.hypervisor = self.hypervisor.clone();
+            self.machines.insert(key.clone(), m);
+        }
+        Ok(self.machines[&key].command())
+    }
+}
+
+fn micro_opts(append: &str, harts: u32, sstc: bool) -> RunOpts {
+    RunOpts { append: Some(append.into()), vcpus: harts, harts, sstc, ..RunOpts::default() }
+}
+
+fn exits_opts(filter: &str, vcpus: u32, sstc: bool) -> RunOpts {
+    RunOpts { append: Some(format!("mode=bench bench={filter}")), vcpus, harts: vcpus, sstc, log: 4, ..RunOpts::default() }
+}
+
+/// Linux under Rivet: the frozen kernel copy (so `kernel` is set; the VM
+/// is still the "linux" one with `console=ttyS0`) and the bench initramfs.
+fn linux_opts(kernel: &Path, initramfs: &Path, vcpus: u32, harts: u32, log: u32) -> RunOpts {
+    RunOpts {
+        guest: "linux".into(),
+        kernel: Some(kernel.to_path_buf()),
+        initrd: Some(initramfs.to_path_buf()),
+        vcpus,
+        harts,
+        memory_mb: 512,
+        log,
+        ..RunOpts::default()
+    }
+}
+
+/// (key, vCPUs, Sstc): each benchmark run alone for its exit count.
+const EXIT_PLAN: &[(&str, u32, bool)] = &[
+    ("sbi.null", 1, true),
+    ("mmio.load", 1, true),
+    ("mmio.store", 1, true),
+    ("trap.illegal", 1, true),
+    ("trap.virtual", 1, true),
+    ("timer.sbi", 1, true),
+    ("timer.sstc", 1, true),
+    ("timer.sbi@nosstc", 1, false),
+    ("ipi.pingpong", 2, true),
+    ("hsm.start", 2, true),
+];
+
+/// Single-hart benchmarks run on one hart (native -smp 1, Rivet 1 vCPU on 1
+/// hart); the SMP ones on two. Under -icount every hart's instructions
+/// advance the one virtual clock (and instret, which QEMU derives from the
+/// global instruction count), so an idle-but-awake second hart is billed
+/// to the benchmark: the @2harts rows show that effect.
+const SMP_FILTER: &str = "mode=bench bench=ipi,hsm,sbi.null,mmio.load";
+const NOSSTC_FILTER: &str = "mode=bench bench=timer.sbi";
+/// (tag, Rivet?, harts, Sstc, command line).
+const MICRO_PLAN: &[(&str, bool, u32, bool, &str)] = &[
+    ("native-1", false, 1, true, "mode=bench"),
+    ("rivet-1", true, 1, true, "mode=bench"),
+    ("native-2", false, 2, true, SMP_FILTER),
+    ("rivet-2", true, 2, true, SMP_FILTER),
+    // The SBI timer again on a CPU without Sstc (emulated with the M-mode
+    // timer natively, with the host timer under Rivet).
+    ("native-nosstc", false, 1, false, NOSSTC_FILTER),
+    ("rivet-nosstc", true, 1, false, NOSSTC_FILTER),
+];
+
+/// The metric key a benchmark line of run `tag` is recorded under.
+fn micro_key(tag: &str, name: &str) -> String {
+    if tag.ends_with("-2") && !(name.starts_with("ipi.") || name.starts_with("hsm.")) {
+        format!("{name}@2harts")
+    } else if tag.ends_with("-nosstc") {
+        format!("{name}@nosstc")
+    } else {
+        name.to_string()
+    }
+}
+
+/// Copies `src` into `dir` (a frozen input for the whole benchmark).
+fn freeze(src: &Path, dir: &Path) -> Result<PathBuf, String> {
+    let name = src.file_name().ok_or("no file name")?;
+    let dst = dir.join(name);
+    std::fs::copy(src, &dst).map_err(|e| format!("copying {}: {e}", src.display()))?;
+    Ok(dst)
 }
 
 fn command_line(c: &Command) -> String {
@@ -750,57 +842,72 @@ const MICRO_ROWS: &[(&str, &str, &str, &str)] = &[
 pub fn bench(args: &[String]) -> Result<u8, String> {
     let o = parse_opts(args)?;
     let t_all = Instant::now();
+    let mut notes: Vec<String> = Vec::new();
     crate::setup()?;
     let built = images::build_all()?;
     let dir = images::root().join("target/bench");
-    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).map_err(|e| e.to_string())?;
     let out = Out { dir: dir.clone() };
+    let testkernel = freeze(&built.testkernel, &bin)?;
+    let mut rivets = Rivets { hypervisor: freeze(&built.hypervisor, &bin)?, machines: BTreeMap::new() };
+    let linux = if o.linux {
+        let (kernel, initrd) = crate::e2e::linux_images()?;
+        let initramfs = bench_initramfs(&kernel, &initrd, &bin)?;
+        notes.push(format!(
+            "Linux guest: {} + {} with the /rdtime overlay (copies in target/bench/bin)",
+            kernel.display(),
+            initrd.display()
+        ));
+        Some((freeze(&kernel, &bin)?, initramfs))
+    } else {
+        None
+    };
+    let linux_cfgs: Vec<u32> = match (&linux, o.linux_smp) {
+        (None, _) => vec![],
+        (Some(_), false) => vec![1],
+        (Some(_), true) => vec![1, 2],
+    };
+    // Prepare every Rivet machine now (one build, one short window in which
+    // the tree must compile), then run them all from the frozen copies.
+    println!("== preparing Rivet boot bundles");
+    for &(_, rivet, harts, sstc, append) in MICRO_PLAN {
+        if rivet {
+            rivets.command(&micro_opts(append, harts, sstc))?;
+        }
+    }
+    if o.exits {
+        for &(key, vcpus, sstc) in EXIT_PLAN {
+            rivets.command(&exits_opts("none", vcpus, sstc))?;
+            rivets.command(&exits_opts(key.split('@').next().unwrap_or(key), vcpus, sstc))?;
+        }
+    }
+    if let Some((kernel, initramfs)) = &linux {
+        for &v in &linux_cfgs {
+            for harts in if v > 1 { vec![v, 1] } else { vec![1] } {
+                rivets.command(&linux_opts(kernel, initramfs, v, harts, 3))?;
+                rivets.command(&linux_opts(kernel, initramfs, v, harts, 4))?;
+            }
+        }
+    }
     let mut samples = Samples::default();
     let mut timebase = DEFAULT_TIMEBASE;
     let mut micro_wall: (Vec<f64>, Vec<f64>) = (Vec::new(), Vec::new());
-    let mut notes: Vec<String> = Vec::new();
 
     // 1. Micro-benchmarks.
     println!("== micro-benchmarks ({} run(s) each, native and Rivet)", o.runs);
-    // Single-hart benchmarks on one hart (native -smp 1, Rivet 1 vCPU on 1
-    // hart); SMP ones on two. Under -icount every hart's instructions
-    // advance the one virtual clock (and instret, which QEMU derives from
-    // the global instruction count), so an idle-but-awake second hart
-    // would be billed to the benchmark; the @2harts rows show that effect.
-    const SMP_FILTER: &str = "mode=bench bench=ipi,hsm,sbi.null,mmio.load";
-    let smp_key = |name: &str| {
-        if name.starts_with("ipi.") || name.starts_with("hsm.") {
-            name.to_string()
-        } else {
-            format!("{name}@2harts")
-        }
-    };
-    let one_key = |name: &str| name.to_string();
     let mut failed_tags: Vec<&str> = Vec::new();
     for run in 0..o.runs {
-        let first = run == 0;
-        // (tag, rivet?, vcpus/harts, sstc, append, key mapping)
-        let plan: [(&str, bool, u32, bool, &str, &dyn Fn(&str) -> String); 6] = [
-            ("native-1", false, 1, true, "mode=bench", &one_key),
-            ("rivet-1", true, 1, true, "mode=bench", &one_key),
-            ("native-2", false, 2, true, SMP_FILTER, &smp_key),
-            ("rivet-2", true, 2, true, SMP_FILTER, &smp_key),
-            // Timers again on a CPU without Sstc (SBI timer emulated with the
-            // M-mode timer natively, with the host timer under Rivet).
-            ("native-nosstc", false, 1, false, "mode=bench bench=timer.sbi", &|n: &str| format!("{n}@nosstc")),
-            ("rivet-nosstc", true, 1, false, "mode=bench bench=timer.sbi", &|n: &str| format!("{n}@nosstc")),
-        ];
-        for (tag, rivet, harts, sstc, append, key) in plan {
+        for &(tag, rivet, harts, sstc, append) in MICRO_PLAN {
             if failed_tags.contains(&tag) {
                 continue;
             }
             let cmd = if rivet {
-                let opts = RunOpts { append: Some(append.into()), vcpus: harts, harts, sstc, ..RunOpts::default() };
-                rivet_command(&opts, &format!("bench-micro-{tag}"))?
+                rivets.command(&micro_opts(append, harts, sstc))?
             } else {
-                native_command(&built.testkernel, None, append, harts, sstc)
+                native_command(&testkernel, None, append, harts, sstc)
             };
-            if first {
+            if run == 0 {
                 println!("bench: {tag}: {}", command_line(&cmd));
             }
             let (text, wall) = match run_testkernel(cmd, &out, &format!("micro-{tag}-{run}")) {
@@ -818,7 +925,7 @@ pub fn bench(args: &[String]) -> Result<u8, String> {
                 .into_iter()
                 .filter(|b| b.na.as_deref() != Some("one-hart"))
                 .map(|mut b| {
-                    b.name = key(&b.name);
+                    b.name = micro_key(tag, &b.name);
                     b
                 })
                 .collect();
@@ -858,32 +965,13 @@ pub fn bench(args: &[String]) -> Result<u8, String> {
     if o.exits {
         println!("== hypervisor exits per benchmark iteration (Rivet, log level 4)");
         let mut baseline: BTreeMap<(u32, bool), BTreeMap<String, u64>> = BTreeMap::new();
-        let plan: &[(&str, u32, bool)] = &[
-            ("sbi.null", 1, true),
-            ("mmio.load", 1, true),
-            ("mmio.store", 1, true),
-            ("trap.illegal", 1, true),
-            ("trap.virtual", 1, true),
-            ("timer.sbi", 1, true),
-            ("timer.sstc", 1, true),
-            ("timer.sbi@nosstc", 1, false),
-            ("ipi.pingpong", 2, true),
-            ("hsm.start", 2, true),
-        ];
-        for &(key, vcpus, sstc) in plan {
+        for &(key, vcpus, sstc) in EXIT_PLAN {
             let name = key.split('@').next().unwrap_or(key);
             let base = match baseline.get(&(vcpus, sstc)) {
                 Some(b) => b.clone(),
                 None => {
-                    let opts = RunOpts {
-                        append: Some("mode=bench bench=none".into()),
-                        vcpus,
-                        harts: vcpus,
-                        sstc,
-                        log: 4,
-                        ..RunOpts::default()
-                    };
-                    let r = run_testkernel(rivet_command(&opts, "bench-exits")?, &out, &format!("exits-baseline-{vcpus}-{sstc}"));
+                    let cmd = rivets.command(&exits_opts("none", vcpus, sstc))?;
+                    let r = run_testkernel(cmd, &out, &format!("exits-baseline-{vcpus}-{sstc}"));
                     let Some(p) = r.as_ref().ok().and_then(|(text, _)| exit_profile_of(text)) else {
                         let e = r.err().unwrap_or_else(|| "no exit profile printed (log level 4)".into());
                         failure(&mut notes, &format!("exit baseline ({vcpus} vCPU(s))"), &e);
@@ -893,15 +981,8 @@ pub fn bench(args: &[String]) -> Result<u8, String> {
                     p
                 }
             };
-            let opts = RunOpts {
-                append: Some(format!("mode=bench bench={name}")),
-                vcpus,
-                harts: vcpus,
-                sstc,
-                log: 4,
-                ..RunOpts::default()
-            };
-            let text = match run_testkernel(rivet_command(&opts, "bench-exits")?, &out, &format!("exits-{key}")) {
+            let cmd = rivets.command(&exits_opts(name, vcpus, sstc))?;
+            let text = match run_testkernel(cmd, &out, &format!("exits-{key}")) {
                 Ok((t, _)) => t,
                 Err(e) => {
                     failure(&mut notes, &format!("exit count of {key}"), &e);
@@ -925,14 +1006,7 @@ pub fn bench(args: &[String]) -> Result<u8, String> {
 
     // 2. + 3. Linux boots.
     let mut exit_profiles: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
-    let mut linux_cfgs: Vec<u32> = Vec::new();
-    if o.linux {
-        let (kernel, initrd) = crate::e2e::linux_images()?;
-        let initramfs = bench_initramfs(&kernel, &initrd, &dir)?;
-        linux_cfgs.push(1);
-        if o.linux_smp {
-            linux_cfgs.push(2);
-        }
+    if let Some((kernel, initramfs)) = &linux {
         let mut linux_harts: BTreeMap<u32, u32> = linux_cfgs.iter().map(|&v| (v, v)).collect();
         for &vcpus in &linux_cfgs {
             println!("== Linux boot, {vcpus} CPU(s) ({} run(s) each, native and Rivet)", o.runs);
@@ -940,7 +1014,7 @@ pub fn bench(args: &[String]) -> Result<u8, String> {
             let mut rivet_ok = true;
             for run in 0..o.runs {
                 if native_ok {
-                    let cmd = native_command(&kernel, Some(&initramfs), "console=ttyS0", vcpus, true);
+                    let cmd = native_command(kernel, Some(initramfs), "console=ttyS0", vcpus, true);
                     if run == 0 {
                         println!("bench: native: {}", command_line(&cmd));
                     }
@@ -963,15 +1037,7 @@ pub fn bench(args: &[String]) -> Result<u8, String> {
                 // from the vCPUs time-sliced on one hart, and a note says so.
                 loop {
                     let harts = linux_harts[&vcpus];
-                    let opts = RunOpts {
-                        guest: "linux".into(),
-                        initrd: Some(initramfs.clone()),
-                        vcpus,
-                        harts,
-                        memory_mb: 512,
-                        ..RunOpts::default()
-                    };
-                    let cmd = rivet_command(&opts, "bench-linux")?;
+                    let cmd = rivets.command(&linux_opts(kernel, initramfs, vcpus, harts, 3))?;
                     if run == 0 {
                         println!("bench: rivet:  {}", command_line(&cmd));
                     }
@@ -999,17 +1065,9 @@ pub fn bench(args: &[String]) -> Result<u8, String> {
         }
         println!("== exit profile of a Linux boot under Rivet (log level 4)");
         for &vcpus in &linux_cfgs {
-            let opts = RunOpts {
-                guest: "linux".into(),
-                initrd: Some(initramfs.clone()),
-                vcpus,
-                harts: linux_harts[&vcpus],
-                memory_mb: 512,
-                log: 4,
-                ..RunOpts::default()
-            };
+            let cmd = rivets.command(&linux_opts(kernel, initramfs, vcpus, linux_harts[&vcpus], 4))?;
             let name = format!("linux-exits-{vcpus}");
-            match linux_boot(rivet_command(&opts, "bench-linux-exits")?, &out, &name, vcpus, timebase) {
+            match linux_boot(cmd, &out, &name, vcpus, timebase) {
                 Ok(Boot { exits: Some(p), .. }) => {
                     println!("bench: linux {vcpus} vCPU exits: {}", fmt_profile(&p));
                     exit_profiles.insert(format!("linux-{vcpus}vcpu"), p);
@@ -1478,6 +1536,14 @@ mod tests {
         assert!(well_formed("<svg><g></svg>").is_err());
         assert!(well_formed("<svg>a & b</svg>").is_err());
         well_formed(&svg_chart("empty", &[])).unwrap();
+    }
+
+    #[test]
+    fn micro_keys() {
+        assert_eq!(micro_key("rivet-1", "sbi.null"), "sbi.null");
+        assert_eq!(micro_key("native-2", "sbi.null"), "sbi.null@2harts");
+        assert_eq!(micro_key("rivet-2", "ipi.pingpong"), "ipi.pingpong");
+        assert_eq!(micro_key("native-nosstc", "timer.sbi"), "timer.sbi@nosstc");
     }
 
     #[test]

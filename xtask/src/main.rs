@@ -29,6 +29,7 @@ fn usage() -> &'static str {
      \x20        --guest testkernel|linux   what to boot (default: testkernel)\n\
      \x20        --kernel PATH              any RISC-V Linux Image-format kernel instead\n\
      \x20        --initrd PATH  --append ARGS  --vcpus N  --memory SIZE (e.g. 512M)\n\
+     \x20        --config FILE              a machine with several VMs (see docs/CONFIG.md)\n\
      \x20        --harts N (physical harts)  --pin (vCPU i on hart i)  --icount  --no-sstc  --log 0..5\n\
      \x20 test   host unit tests, then the end-to-end suites on QEMU [FILTER] [--unit-only|--e2e-only]\n\
      \x20 build  build the hypervisor and test kernel\n\
@@ -90,6 +91,8 @@ pub struct RunOpts {
     pub pin: bool,
     /// Deterministic guest time (QEMU -icount shift=0,sleep=off).
     pub icount: bool,
+    /// A machine configuration file (TOML) instead of the one-VM options.
+    pub config: Option<PathBuf>,
 }
 
 impl Default for RunOpts {
@@ -106,6 +109,7 @@ impl Default for RunOpts {
             log: 3,
             pin: false,
             icount: false,
+            config: None,
         }
     }
 }
@@ -130,6 +134,7 @@ fn parse_run(args: &[String]) -> Result<RunOpts, String> {
             "--no-sstc" => o.sstc = false,
             "--pin" => o.pin = true,
             "--icount" => o.icount = true,
+            "--config" => o.config = Some(PathBuf::from(val("--config")?)),
             "--log" => o.log = val("--log")?.parse().map_err(|_| "--log takes 0..5")?,
             other => return Err(format!("unknown option {other:?}\n{}", usage())),
         }
@@ -149,8 +154,78 @@ fn parse_run(args: &[String]) -> Result<RunOpts, String> {
     Ok(o)
 }
 
+/// Size a kernel or initrd occupies in guest RAM (a Linux Image's
+/// image_size counts its bss).
+fn image_footprint(path: &std::path::Path) -> Option<u64> {
+    let data = std::fs::read(path).ok()?;
+    let file = data.len() as u64;
+    Some(rivet_loader::parse_header(&data).map(|h| h.image_size.max(file)).unwrap_or(file))
+}
+
+/// Loads and validates a machine configuration; every error is printed
+/// with its file, line and field.
+pub fn prepare_config(path: &std::path::Path, opts: &RunOpts, tag: &str) -> Result<qemu::Machine, String> {
+    use rivet_config::ImageRef;
+    let report = |errs: Vec<rivet_config::ConfigError>| {
+        for e in &errs {
+            eprintln!("{e}");
+        }
+        format!("{} has {} error(s)", path.display(), errs.len())
+    };
+    let cfg = rivet_config::load(path).map_err(report)?;
+    setup()?;
+    let built = images::build_all()?;
+    let linux = if cfg.vms.iter().any(|v| {
+        matches!(v.kernel, ImageRef::Linux) || matches!(v.initrd, Some(ImageRef::Busybox))
+    }) {
+        Some(e2e::linux_images()?)
+    } else {
+        None
+    };
+    let resolve = |r: &ImageRef| -> Option<PathBuf> {
+        match r {
+            ImageRef::Linux => linux.as_ref().map(|l| l.0.clone()),
+            ImageRef::Busybox => linux.as_ref().map(|l| l.1.clone()),
+            ImageRef::TestKernel => Some(built.testkernel.clone()),
+            ImageRef::Path(p) => Some(p.clone()),
+        }
+    };
+    let errs = rivet_config::check_images(&cfg, |r| resolve(r).and_then(|p| image_footprint(&p)));
+    if !errs.is_empty() {
+        return Err(report(errs));
+    }
+    let focus = cfg.console_vm();
+    let mut vms = Vec::new();
+    for (i, v) in cfg.vms.iter().enumerate() {
+        vms.push(VmSpec {
+            name: v.name.clone(),
+            kernel: resolve(&v.kernel).ok_or("kernel image unavailable")?,
+            initrd: match &v.initrd {
+                Some(r) => Some(resolve(r).ok_or("initrd image unavailable")?),
+                None => None,
+            },
+            bootargs: v.bootargs.clone(),
+            vcpus: v.vcpus,
+            memory_mb: v.memory_mb,
+            focus: i == focus,
+            pins: v.pin.as_ref().map(|p| p.iter().map(|&h| Some(h as u8)).collect()).unwrap_or_default(),
+        });
+    }
+    let bundle = images::out_dir().join(format!("bundle-{tag}.bin"));
+    images::pack(&vms, cfg.log, cfg.keep_running, &bundle)?;
+    let mut m = qemu::Machine::new(&built.hypervisor, &bundle);
+    m.harts = cfg.harts;
+    m.memory_mb = cfg.host_memory_mb();
+    m.sstc = opts.sstc;
+    m.icount = opts.icount;
+    Ok(m)
+}
+
 /// Resolves the VM and QEMU machine for `opts` (building what is needed).
 pub fn prepare(opts: &RunOpts, tag: &str) -> Result<qemu::Machine, String> {
+    if let Some(c) = &opts.config {
+        return prepare_config(c, opts, tag);
+    }
     setup()?;
     let built = images::build_all()?;
     let (kernel, mut initrd, mut bootargs) = match (&opts.kernel, opts.guest.as_str()) {
