@@ -66,6 +66,11 @@ fn cases() -> Vec<Case> {
             run: |n| linux_shell(n, RunOpts { guest: "linux".into(), vcpus: 2, sstc: false, ..RunOpts::default() }),
         },
         Case { name: "linux-reboot", run: linux_reboot },
+        Case { name: "linux-smp4-pinned", run: linux_smp4_pinned },
+        Case { name: "linux-4vcpus-on-2-harts", run: linux_oversubscribed },
+        Case { name: "multi-vm-consoles", run: multi_vm_consoles },
+        Case { name: "vm-crash-isolated", run: vm_crash_isolated },
+        Case { name: "config-errors-name-lines", run: config_errors },
         Case { name: "crashing-guest-is-stopped", run: crashing_guest },
         Case { name: "bad-image-is-refused", run: bad_image },
         Case { name: "cpu-without-h-is-refused", run: no_h },
@@ -187,6 +192,190 @@ fn linux_reboot(name: &str) -> Result<(), String> {
         }
         Ok(())
     })
+}
+
+/// Sends `cmd`, waits for `want` (built so it does not appear in the echo).
+fn ask(s: &mut Session, cmd: &str, want: &str) -> Result<(), String> {
+    s.send(&format!("{cmd}\n"))?;
+    s.expect(want, T_CMD)
+}
+
+fn linux_smp4_pinned(name: &str) -> Result<(), String> {
+    let opts = RunOpts {
+        guest: "linux".into(),
+        vcpus: 4,
+        harts: 4,
+        pin: true,
+        icount: true,
+        memory_mb: 512,
+        ..RunOpts::default()
+    };
+    with_session(name, &opts, |s| {
+        s.expect("guest: init ready, 4 cpu(s)", T_LINUX)?;
+        ask(s, "echo NPROC=$(nproc)", "NPROC=4")?;
+        // Four busy loops; afterwards every CPU must have run user time.
+        ask(
+            s,
+            "for i in 1 2 3 4; do (n=0; while [ $n -lt 20000 ]; do n=$((n+1)); done) & done; wait; echo work\"\"-done",
+            "work-done",
+        )?;
+        s.send("grep '^cpu[0-9]' /proc/stat | while read c u rest; do echo USER_$c=$u; done; echo stat\"\"-done\n")?;
+        s.expect("stat-done", T_CMD)?;
+        let out = s.output();
+        for cpu in 0..4 {
+            let key = format!("USER_cpu{cpu}=");
+            let v = out.rsplit(&key).next().and_then(|t| t.split_whitespace().next()).and_then(|n| n.parse::<u64>().ok());
+            match v {
+                Some(n) if n > 0 => {}
+                other => return Err(format!("cpu{cpu} ran no user work ({other:?})")),
+            }
+        }
+        s.send("poweroff -f\n")?;
+        let st = s.wait_exit(T_CMD)?;
+        no_panic(s)?;
+        if !st.success() {
+            return Err(format!("QEMU exited with {st}"));
+        }
+        Ok(())
+    })
+}
+
+fn linux_oversubscribed(name: &str) -> Result<(), String> {
+    let opts = RunOpts { guest: "linux".into(), vcpus: 4, harts: 2, icount: true, memory_mb: 512, ..RunOpts::default() };
+    with_session(name, &opts, |s| {
+        s.expect("guest: init ready, 4 cpu(s)", T_LINUX)?;
+        ask(s, "echo NPROC=$(nproc)", "NPROC=4")?;
+        ask(s, "for i in 1 2 3 4; do (n=0; while [ $n -lt 5000 ]; do n=$((n+1)); done) & done; wait; echo work\"\"-done", "work-done")?;
+        s.send("poweroff -f\n")?;
+        let st = s.wait_exit(T_CMD)?;
+        no_panic(s)?;
+        if !st.success() {
+            return Err(format!("QEMU exited with {st}"));
+        }
+        Ok(())
+    })
+}
+
+fn config_session(name: &str, config: &std::path::Path) -> Result<Session, String> {
+    let opts = RunOpts { config: Some(config.to_path_buf()), icount: true, ..RunOpts::default() };
+    let m = crate::prepare(&opts, name)?;
+    Session::spawn(m.command())
+}
+
+fn finish(name: &str, s: &mut Session, r: Result<(), String>) -> Result<(), String> {
+    save_log(name, s);
+    r.map_err(|e| {
+        let out = s.output();
+        let tail: String = out.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+        format!("{e}\n--- last output ---\n{tail}")
+    })
+}
+
+/// configs/mixed.toml: two Linux VMs and a test-kernel VM at once; each
+/// answers on its own console (input focus switched with Ctrl-A n); the
+/// test kernel finishes and powers its VM off while the others keep going.
+fn multi_vm_consoles(name: &str) -> Result<(), String> {
+    let cfg = images::root().join("configs/mixed.toml");
+    let mut s = config_session(name, &cfg)?;
+    let r = (|| {
+        s.expect("[tests] ", T_LINUX)?;
+        let mut booted = 0;
+        let deadline = Instant::now() + T_LINUX;
+        while booted < 2 && Instant::now() < deadline {
+            let out = s.output();
+            booted = ["[web] guest: init ready", "[db] guest: init ready"].iter().filter(|p| out.contains(*p)).count();
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        if booted < 2 {
+            return Err("both Linux VMs did not reach init ready".to_string());
+        }
+        let out = s.output();
+        if !out.contains("[tests] ") || !out.contains(" passed, 0 failed") {
+            // The test kernel may still be running; wait for its summary.
+            s.expect(" passed, 0 failed", T_LINUX)?;
+        }
+        s.expect("VM tests stopped: guest requested shutdown", T_LINUX)?;
+        ask(&mut s, "echo web says $((40+2))", "[web] web says 42")?;
+        s.send("\x01n")?;
+        s.expect("console input -> VM 1", T_CMD)?;
+        ask(&mut s, "echo db says $((50+5))", "[db] db says 55")?;
+        s.send("\x01l")?;
+        s.expect("'tests' vmid 3 Stopped", T_CMD)?;
+        s.send("poweroff -f\n")?;
+        s.expect("VM db stopped", T_CMD)?;
+        s.send("\x010")?;
+        s.expect("console input -> VM 0", T_CMD)?;
+        ask(&mut s, "echo still $((1+1)) here", "[web] still 2 here")?;
+        s.send("poweroff -f\n")?;
+        let st = s.wait_exit(T_CMD)?;
+        no_panic(&s)?;
+        if !st.success() {
+            return Err(format!("QEMU exited with {st}"));
+        }
+        Ok(())
+    })();
+    finish(name, &mut s, r)
+}
+
+/// A crashing VM is stopped and reported while a Linux VM keeps answering.
+fn vm_crash_isolated(name: &str) -> Result<(), String> {
+    let dir = images::root().join("target/e2e");
+    let _ = std::fs::create_dir_all(&dir);
+    let cfg = dir.join("crash-isolated.toml");
+    std::fs::write(
+        &cfg,
+        "[machine]\nharts = 2\n\n[[vm]]\nname = \"victim\"\nvcpus = 1\nmemory = \"256M\"\nkernel = \"linux\"\ninitrd = \"busybox\"\nbootargs = \"console=ttyS0\"\nconsole = true\n\n[[vm]]\nname = \"crasher\"\nvcpus = 1\nmemory = \"64M\"\nkernel = \"testkernel\"\nbootargs = \"mode=crash\"\n",
+    )
+    .map_err(|e| e.to_string())?;
+    let mut s = config_session(name, &cfg)?;
+    let r = (|| {
+        s.expect("VM crasher stopped: guest crashed", T_LINUX)?;
+        s.expect("[victim] guest: init ready", T_LINUX)?;
+        ask(&mut s, "echo survivor $((3*3))", "[victim] survivor 9")?;
+        s.send("poweroff -f\n")?;
+        s.expect("all VMs stopped; powering off (a VM failed)", T_CMD)?;
+        let st = s.wait_exit(T_CMD)?;
+        no_panic(&s)?;
+        if st.success() {
+            return Err("QEMU exited 0 although a VM crashed".into());
+        }
+        Ok(())
+    })();
+    finish(name, &mut s, r)
+}
+
+/// Every configuration error names its file, line and field.
+fn config_errors(_name: &str) -> Result<(), String> {
+    let dir = images::root().join("target/e2e");
+    let _ = std::fs::create_dir_all(&dir);
+    let cases: [(&str, &str, &str); 6] = [
+        ("unknown-key", "[[vm]]\nname = \"a\"\nvpcus = 1\nmemory = \"64M\"\nkernel = \"testkernel\"\n", ":3: vm[0].vpcus: unknown key"),
+        ("too-little-memory", "[[vm]]\nname = \"a\"\nvcpus = 1\nmemory = \"2M\"\nkernel = \"testkernel\"\n", ":4: vm[0].memory:"),
+        ("missing-image", "[[vm]]\nname = \"a\"\nvcpus = 1\nmemory = \"64M\"\nkernel = \"no/such/kernel\"\n", ":5: vm[0].kernel:"),
+        ("too-many-pins", "[machine]\nharts = 2\n[[vm]]\nname = \"a\"\nvcpus = 3\nmemory = \"64M\"\nkernel = \"testkernel\"\npin = [0, 1, 2]\n", ":8: vm[0].pin"),
+        ("machine-memory", "[machine]\nmemory = \"600M\"\n[[vm]]\nname = \"a\"\nvcpus = 1\nmemory = \"256M\"\nkernel = \"testkernel\"\n", ":2: machine.memory:"),
+        ("disk-overlap", "[[vm]]\nname = \"a\"\nvcpus = 1\nmemory = \"64M\"\nkernel = \"testkernel\"\n[[vm.disk]]\nimage = \"d.img\"\nstart = 0\nsectors = 100\n[[vm]]\nname = \"b\"\nvcpus = 1\nmemory = \"64M\"\nkernel = \"testkernel\"\n[[vm.disk]]\nimage = \"d.img\"\nstart = 50\nsectors = 100\n", "overlap"),
+    ];
+    let _ = std::fs::write(dir.join("d.img"), vec![0u8; 512 * 200]);
+    for (tag, text, want) in cases {
+        let path = dir.join(format!("bad-{tag}.toml"));
+        std::fs::write(&path, text).map_err(|e| e.to_string())?;
+        let out = Command::new(std::env::current_exe().map_err(|e| e.to_string())?)
+            .args(["run", "--config"])
+            .arg(&path)
+            .output()
+            .map_err(|e| e.to_string())?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        if out.status.success() {
+            return Err(format!("{tag}: accepted a bad configuration"));
+        }
+        let expect = format!("{}{want}", path.display());
+        let found = err.lines().any(|l| l.contains(&expect) || (want == "overlap" && l.contains(&path.display().to_string()) && l.contains(want)));
+        if !found {
+            return Err(format!("{tag}: expected an error containing {expect:?}, got:\n{err}"));
+        }
+    }
+    Ok(())
 }
 
 fn crashing_guest(name: &str) -> Result<(), String> {
