@@ -2,7 +2,8 @@
 //! focus and runs the hypervisor console behind the escape key.
 //!
 //! Ctrl-A starts an escape sequence; the next key selects:
-//! `n` next VM gets input, `0`-`9` that VM gets input, `l` list VMs and
+//! `n` next VM gets input, `0`-`9` that VM gets input, `c` toggle between
+//! its UART (ttyS0) and its virtio console (hvc0), `l` list VMs and
 //! exit statistics, `s` stop the focused VM, `r` restart it, `x` power the
 //! machine off, `h` help, Ctrl-A a literal Ctrl-A for the guest.
 
@@ -22,12 +23,14 @@ pub enum Action {
 
 pub struct Console {
     pub focus: usize,
+    /// Input goes to the focused VM's hvc0 (virtio-console), not its UART.
+    pub to_hvc: bool,
     escaped: bool,
 }
 
 impl Console {
     pub const fn new() -> Self {
-        Self { focus: 0, escaped: false }
+        Self { focus: 0, to_hvc: false, escaped: false }
     }
 
     pub fn input(&mut self, b: u8, vms: usize) -> Action {
@@ -52,12 +55,21 @@ impl Console {
                 Action::None
             }
             b'l' => Action::Report,
+            b'c' => {
+                self.to_hvc = !self.to_hvc;
+                crate::println!(
+                    "\r\n[rivet] console input -> VM {} {}",
+                    self.focus,
+                    if self.to_hvc { "hvc0" } else { "ttyS0" }
+                );
+                Action::None
+            }
             b's' => Action::Stop(self.focus),
             b'r' => Action::Restart(self.focus),
             b'x' => Action::PowerOff,
             _ => {
                 crate::println!(
-                    "\r\n[rivet] Ctrl-A then: n next VM, 0-9 pick VM, l list, s stop, r restart, x power off, Ctrl-A literal"
+                    "\r\n[rivet] Ctrl-A then: n next VM, 0-9 pick VM, c ttyS0/hvc0, l list, s stop, r restart, x power off, Ctrl-A literal"
                 );
                 Action::None
             }

@@ -16,7 +16,7 @@ use alloc::vec::Vec;
 
 use crate::arch::{self, csr::*, firmware, hext, Caps};
 use crate::exit::{self, Access, Exit};
-use crate::vm::{Vm, VmState, PLIC_BASE, PLIC_SIZE, UART_BASE, UART_SIZE};
+use crate::vm::{Vm, VmState, PLIC_BASE, PLIC_SIZE, UART_BASE, UART_SIZE, VIRTIO_BASE};
 use crate::{csr_clear, csr_read, csr_write};
 use rivet_frame_alloc::FrameAllocator;
 use rivet_insn::MmioAccess;
@@ -445,6 +445,11 @@ impl Machine {
             }
         }
         for v in 0..self.vms.len() {
+            if self.vms[v].running() && (self.vms[v].hvc.is_some() || self.vms[v].rng.is_some()) {
+                self.vms[v].poll_devices();
+                let woken = self.vms[v].sync_irqs();
+                self.kick_mask(h, v, woken);
+            }
             if self.vms[v].state == VmState::Rebooting && !self.vms[v].any_running() {
                 self.vms[v].reboot();
                 if h.loaded.is_some_and(|l| l.0 == v) {
@@ -499,9 +504,18 @@ impl Machine {
             Action::None => {}
             Action::Byte(b) => {
                 let f = self.console.focus;
+                let to_hvc = self.console.to_hvc;
                 if let Some(vm) = self.vms.get_mut(f) {
-                    if vm.input.len() < 4096 {
-                        vm.input.push_back(b);
+                    match vm.hvc.as_mut() {
+                        Some(hvc) if to_hvc => {
+                            hvc.dev.device_mut().push_input(&[b]);
+                            vm.poll_devices();
+                        }
+                        _ => {
+                            if vm.input.len() < 4096 {
+                                vm.input.push_back(b);
+                            }
+                        }
                     }
                     let woken = vm.sync_irqs();
                     self.kick_mask(h, f, woken);
@@ -737,6 +751,15 @@ impl Machine {
             };
             woken = vm.sync_irqs();
             r
+        } else if gpa >= VIRTIO_BASE {
+            match vm.virtio_access(gpa, op.is_store, width, store_val) {
+                Some(r) => {
+                    vm.vcpus[c].stats.mmio_virtio += 1;
+                    woken = vm.sync_irqs();
+                    r
+                }
+                None => None,
+            }
         } else {
             None
         };

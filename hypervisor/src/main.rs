@@ -20,6 +20,7 @@ mod logger;
 mod machine;
 mod mm;
 mod outq;
+mod physdev;
 mod sbi_env;
 mod sync;
 mod vcpu;
@@ -40,8 +41,8 @@ pub fn print_exit_stats(s: &vcpu::ExitStats) {
         }
     }
     println!(
-        "[rivet]    exits: total={}{} mmio.uart={} mmio.plic={} mmio.unclaimed={} wfi={} virtual_insn={} irq.timer={} irq.ext={} irq.soft={} other={}",
-        s.total(), line, s.mmio_uart, s.mmio_plic, s.mmio_unclaimed, s.wfi, s.virtual_insn,
+        "[rivet]    exits: total={}{} mmio.uart={} mmio.plic={} mmio.virtio={} mmio.unclaimed={} wfi={} virtual_insn={} irq.timer={} irq.ext={} irq.soft={} other={}",
+        s.total(), line, s.mmio_uart, s.mmio_plic, s.mmio_virtio, s.mmio_unclaimed, s.wfi, s.virtual_insn,
         s.irq_timer, s.irq_external, s.irq_software, s.other
     );
 }
@@ -165,15 +166,32 @@ extern "C" fn rust_main(hartid: u64, dtb_pa: u64) -> ! {
         gstage_mode: mode,
         harts: hart_ids.len(),
     };
+    // The machine's own virtio devices (disks, entropy) for the backends.
+    let dma = 256 * 1024;
+    match machine.frames.alloc(dma, 4096) {
+        Some(pa) => physdev::init_dma_pool(pa, dma),
+        None => fail(format_args!("no memory for virtio DMA")),
+    }
+    let phys = physdev::probe(&host.virtio_mmio);
     let multi = bundle.vm_count() > 1;
     // VMIDs 1..=max; when VMs outnumber them they are shared and a hart
     // flushes the VMID when it switches between VMs that share it.
     let max_vmid = (1u64 << caps.vmid_bits).saturating_sub(1);
     for (i, desc) in bundle.vms().enumerate() {
         let vmid = if max_vmid == 0 { 0 } else { (i as u64 % max_vmid + 1) as u16 };
-        match vm::Vm::new(i, &desc, vmid, &view, &mut machine.frames) {
+        let devices = match vm_devices(&desc, &phys) {
+            Ok(d) => d,
+            Err(e) => {
+                log::error!("VM {i} '{}' not started: {e}", desc.name);
+                continue;
+            }
+        };
+        match vm::Vm::new(i, &desc, vmid, &view, &mut machine.frames, devices) {
             Ok(mut vm) => {
                 vm.prefix_output = multi;
+                if let Some(h) = vm.hvc.as_mut() {
+                    h.dev.device_mut().backend_mut().prefix = multi;
+                }
                 log::info!(
                     "VM {i} '{}': {} vCPU(s), {} MiB at {:#x} (host {:#x}), entry {:#x}, vmid {vmid}",
                     vm.name, vm.vcpus.len(), vm.ram.size >> 20, vm.ram.gpa, vm.ram.hpa, vm.entry
@@ -228,6 +246,48 @@ extern "C" fn rust_secondary(hartid: u64, slot: u64) -> ! {
     arch::init_hart(&caps);
     log::info!("hart {hartid} online (slot {slot})");
     machine::hart_main(slot as usize)
+}
+
+/// Resolves a VM's devices against the machine's (re-validating the
+/// bundle: disks must exist and windows must fit).
+fn vm_devices(desc: &rivet_bundle::VmDesc, phys: &physdev::PhysDevices) -> Result<vm::VmDevices, String> {
+    let mut disks = Vec::new();
+    for (n, d) in desc.disks.iter().take(desc.disk_count).enumerate() {
+        let Some(p) = phys.disks.iter().find(|p| p.index == d.disk) else {
+            return Err(alloc::format!("disk {n}: physical disk {} (serial rivet-disk{}) not found", d.disk, d.disk));
+        };
+        let sectors = if d.sectors == 0 { p.sectors.saturating_sub(d.start) } else { d.sectors };
+        let end = d.start.checked_add(sectors);
+        if sectors == 0 || end.is_none_or(|e| e > p.sectors) {
+            return Err(alloc::format!(
+                "disk {n}: window {}+{} does not fit physical disk {} ({} sectors)",
+                d.start, sectors, d.disk, p.sectors
+            ));
+        }
+        let mut id = [0u8; 20];
+        let s = alloc::format!("{}-vd{}", desc.name, n);
+        let len = s.len().min(20);
+        id[..len].copy_from_slice(&s.as_bytes()[..len]);
+        disks.push(physdev::DiskWindow {
+            dev: p.dev.clone(),
+            start: d.start,
+            sectors,
+            read_only: d.read_only || p.read_only,
+            id,
+        });
+    }
+    let rng = if desc.devices & rivet_bundle::DEV_RNG != 0 {
+        match &phys.rng {
+            Some(r) => Some(physdev::Entropy(r.clone())),
+            None => {
+                log::warn!("VM {}: no virtio-rng on this machine; the VM gets none", desc.name);
+                None
+            }
+        }
+    } else {
+        None
+    };
+    Ok(vm::VmDevices { disks, hvc: desc.devices & rivet_bundle::DEV_HVC != 0, rng })
 }
 
 /// The ISA extensions a guest gets: what the host hart has, limited to

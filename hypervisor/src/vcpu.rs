@@ -58,6 +58,7 @@ pub struct ExitStats {
     pub sbi: [u64; ExitStats::SBI_KINDS],
     pub mmio_uart: u64,
     pub mmio_plic: u64,
+    pub mmio_virtio: u64,
     pub mmio_unclaimed: u64,
     pub wfi: u64,
     pub virtual_insn: u64,
@@ -91,6 +92,7 @@ impl ExitStats {
         self.sbi.iter().sum::<u64>()
             + self.mmio_uart
             + self.mmio_plic
+            + self.mmio_virtio
             + self.mmio_unclaimed
             + self.wfi
             + self.virtual_insn
@@ -106,6 +108,7 @@ impl ExitStats {
         }
         self.mmio_uart += o.mmio_uart;
         self.mmio_plic += o.mmio_plic;
+        self.mmio_virtio += o.mmio_virtio;
         self.mmio_unclaimed += o.mmio_unclaimed;
         self.wfi += o.wfi;
         self.virtual_insn += o.virtual_insn;

@@ -16,7 +16,13 @@ use rivet_frame_alloc::FrameAllocator;
 use rivet_gstage::{GStage, Mode, Perms};
 use rivet_sbi::HartState;
 use rivet_uart16550::Uart16550;
+use rivet_virtio::blk::Blk;
+use rivet_virtio::console::{Console, ConsoleBackend};
+use rivet_virtio::mmio::MmioDevice;
+use rivet_virtio::rng::Rng;
 use rivet_vplic::Plic;
+
+use crate::physdev::{DiskWindow, Entropy};
 
 pub const RAM_BASE: u64 = 0x8000_0000;
 pub const PLIC_BASE: u64 = 0x0c00_0000;
@@ -26,6 +32,49 @@ pub const UART_SIZE: u64 = 0x100;
 pub const UART_IRQ: u32 = 10;
 pub const PLIC_NDEV: u32 = 31;
 pub const UART_CLOCK: u32 = 3_686_400;
+/// virtio-mmio windows: slot i at VIRTIO_BASE + i * VIRTIO_STRIDE.
+pub const VIRTIO_BASE: u64 = 0x1000_1000;
+pub const VIRTIO_STRIDE: u64 = 0x1000;
+pub const VIRTIO_SIZE: u64 = rivet_virtio::mmio::MMIO_SIZE;
+
+/// Interrupt of virtio slot `i` (1.., skipping the UART's 10).
+fn virtio_irq(i: usize) -> u32 {
+    let n = i as u32 + 1;
+    if n >= UART_IRQ {
+        n + 1
+    } else {
+        n
+    }
+}
+
+/// One emulated virtio-mmio device of a VM.
+pub struct VirtioSlot<D: rivet_virtio::VirtioDevice> {
+    pub base: u64,
+    pub irq: u32,
+    pub dev: MmioDevice<D>,
+}
+
+/// The hvc console's output: the physical console, marked as hvc.
+pub struct HvcOut {
+    pub name: String,
+    pub prefix: bool,
+}
+
+impl ConsoleBackend for HvcOut {
+    fn write(&mut self, data: &[u8]) {
+        if self.prefix {
+            crate::outq::write(alloc::format!("[{} hvc0] ", self.name).as_bytes());
+        }
+        crate::outq::write(data);
+    }
+}
+
+/// What a VM gets besides its UART and PLIC.
+pub struct VmDevices {
+    pub disks: Vec<DiskWindow>,
+    pub hvc: bool,
+    pub rng: Option<Entropy>,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VmState {
@@ -72,6 +121,9 @@ pub struct Vm {
     pub boots: u32,
     /// Kinds of guest misbehaviour already logged (once per kind).
     pub reported: crate::logger::Once,
+    pub blks: Vec<VirtioSlot<Blk<DiskWindow>>>,
+    pub hvc: Option<VirtioSlot<Console<HvcOut>>>,
+    pub rng: Option<VirtioSlot<Rng<Entropy>>>,
 }
 
 #[derive(Debug)]
@@ -117,6 +169,7 @@ impl Vm {
         vmid: u16,
         host: &HostView,
         frames: &mut FrameAllocator,
+        devices: VmDevices,
     ) -> Result<Vm, VmError> {
         for (i, p) in desc.pins.iter().enumerate() {
             if let Some(h) = *p {
@@ -146,6 +199,33 @@ impl Vm {
             size,
         )
         .map_err(VmError::Load)?;
+        let mut slot = 0usize;
+        let mut next_slot = || {
+            let i = slot;
+            slot += 1;
+            (VIRTIO_BASE + i as u64 * VIRTIO_STRIDE, virtio_irq(i))
+        };
+        let blks: Vec<_> = devices
+            .disks
+            .into_iter()
+            .map(|d| {
+                let (base, irq) = next_slot();
+                VirtioSlot { base, irq, dev: MmioDevice::new(Blk::new(d)) }
+            })
+            .collect();
+        let hvc = devices.hvc.then(|| {
+            let (base, irq) = next_slot();
+            let out = HvcOut { name: String::from(desc.name), prefix: false };
+            VirtioSlot { base, irq, dev: MmioDevice::new(Console::new(out)) }
+        });
+        let rng = devices.rng.map(|e| {
+            let (base, irq) = next_slot();
+            VirtioSlot { base, irq, dev: MmioDevice::new(Rng::new(e)) }
+        });
+        let mut virtio_dt: Vec<Device> =
+            blks.iter().map(|b| Device { base: b.base, size: VIRTIO_SIZE, irq: Some(b.irq) }).collect();
+        virtio_dt.extend(hvc.iter().map(|b| Device { base: b.base, size: VIRTIO_SIZE, irq: Some(b.irq) }));
+        virtio_dt.extend(rng.iter().map(|b| Device { base: b.base, size: VIRTIO_SIZE, irq: Some(b.irq) }));
         let dt = GuestDt {
             vcpus: desc.vcpus,
             isa_extensions: host.extensions,
@@ -158,7 +238,7 @@ impl Vm {
             plic_ndev: PLIC_NDEV,
             uart: Some(Device { base: UART_BASE, size: UART_SIZE, irq: Some(UART_IRQ) }),
             uart_clock: UART_CLOCK,
-            virtio_mmio: &[],
+            virtio_mmio: &virtio_dt,
         };
         let dtb = rivet_devtree::build_guest(&dt).map_err(|_| VmError::Dt)?;
         if dtb.len() as u64 > rivet_loader::DTB_MAX {
@@ -191,6 +271,9 @@ impl Vm {
             dtb_addr: layout.dtb,
             boots: 0,
             reported: crate::logger::Once::new(),
+            blks,
+            hvc,
+            rng,
         };
         vm.boot(&layout);
         Ok(vm)
@@ -213,6 +296,15 @@ impl Vm {
         self.vcpus[0].reset_to(self.entry, self.dtb_addr);
         self.plic.reset();
         self.uart.reset();
+        for b in &mut self.blks {
+            b.dev.reset();
+        }
+        if let Some(h) = &mut self.hvc {
+            h.dev.reset();
+        }
+        if let Some(r) = &mut self.rng {
+            r.dev.reset();
+        }
         self.state = VmState::Running;
         self.boots += 1;
     }
@@ -304,6 +396,15 @@ impl Vm {
             self.uart.push_input(&[b]);
         }
         self.plic.set_level(UART_IRQ, self.uart.irq());
+        for b in &self.blks {
+            self.plic.set_level(b.irq, b.dev.irq_level());
+        }
+        if let Some(h) = &self.hvc {
+            self.plic.set_level(h.irq, h.dev.irq_level());
+        }
+        if let Some(r) = &self.rng {
+            self.plic.set_level(r.irq, r.dev.irq_level());
+        }
         let lines = self.plic.irq_lines();
         let mut woken = 0;
         for (i, v) in self.vcpus.iter_mut().enumerate() {
@@ -320,6 +421,53 @@ impl Vm {
             }
         }
         woken
+    }
+
+    /// An access to a virtio-mmio window: None when no device is there;
+    /// Some(None) for an access the device refuses (width, offset).
+    pub fn virtio_access(&mut self, gpa: u64, is_store: bool, width: u8, value: u64) -> Option<Option<u64>> {
+        let ram = &mut self.ram;
+        macro_rules! try_slot {
+            ($slot:expr) => {
+                if ($slot.base..$slot.base + VIRTIO_SIZE).contains(&gpa) {
+                    let off = gpa - $slot.base;
+                    return Some(if is_store {
+                        let effect = $slot.dev.write(off, width, value, ram);
+                        if let Some(e) = &effect {
+                            if e.error.is_some() && self.reported.first(8) {
+                                log::warn!("VM {}: virtio device at {:#x} needs reset: {:?} (reported once)", self.name, $slot.base, e.error);
+                            }
+                        }
+                        effect.map(|_| 0)
+                    } else {
+                        $slot.dev.read(off, width)
+                    });
+                }
+            };
+        }
+        for b in self.blks.iter_mut() {
+            try_slot!(b);
+        }
+        if let Some(h) = self.hvc.as_mut() {
+            try_slot!(h);
+        }
+        if let Some(r) = self.rng.as_mut() {
+            try_slot!(r);
+        }
+        None
+    }
+
+    /// Lets devices with asynchronous input (hvc, rng) make progress.
+    pub fn poll_devices(&mut self) {
+        let ram = &mut self.ram;
+        if let Some(h) = self.hvc.as_mut() {
+            let _ = h.dev.poll(ram);
+        }
+        if let Some(r) = self.rng.as_mut() {
+            if r.dev.device().has_pending() {
+                let _ = r.dev.poll(ram);
+            }
+        }
     }
 
     /// Whether any vCPU of this VM is on a hart right now.

@@ -55,6 +55,49 @@ pub struct VmSpec {
     pub focus: bool,
     /// Physical hart per vCPU (empty: time-sliced).
     pub pins: Vec<Option<u8>>,
+    /// Disks: (index into the machine's disk images, window).
+    pub disks: Vec<rivet_bundle::DiskDesc>,
+}
+
+/// The machine's disk images, each becoming one QEMU virtio-blk device
+/// with serial `rivet-disk<N>` (N = its index here).
+#[derive(Debug, Clone, Default)]
+pub struct DiskSet {
+    pub images: Vec<(PathBuf, bool)>,
+}
+
+impl DiskSet {
+    /// Index of `image` (added if new); `read_only` when every user is.
+    pub fn index(&mut self, image: &Path, read_only: bool) -> u32 {
+        let canon = std::fs::canonicalize(image).unwrap_or_else(|_| image.to_path_buf());
+        if let Some(i) = self.images.iter().position(|(p, _)| *p == canon) {
+            self.images[i].1 &= read_only;
+            return i as u32;
+        }
+        self.images.push((canon, read_only));
+        (self.images.len() - 1) as u32
+    }
+
+    /// QEMU options for the disks and the entropy device.
+    pub fn qemu_args(&self) -> Vec<String> {
+        let mut a = Vec::new();
+        for (i, (p, ro)) in self.images.iter().enumerate() {
+            a.push("-drive".into());
+            a.push(format!(
+                "file={},if=none,format=raw,id=rd{i},cache=writeback{}",
+                p.display(),
+                if *ro { ",readonly=on" } else { "" }
+            ));
+            a.push("-device".into());
+            a.push(format!("virtio-blk-device,drive=rd{i},serial=rivet-disk{i}"));
+        }
+        a.extend(
+            ["-object", "rng-random,filename=/dev/urandom,id=rng0", "-device", "virtio-rng-device,rng=rng0"]
+                .iter()
+                .map(|s| s.to_string()),
+        );
+        a
+    }
 }
 
 /// Writes a boot bundle for `vms` to `out`.
@@ -78,6 +121,8 @@ pub fn pack(vms: &[VmSpec], log_level: u32, keep_running: bool, out: &Path) -> R
             initrd,
             bootargs: vm.bootargs.clone(),
             pins: vm.pins.clone(),
+            disks: vm.disks.clone(),
+            devices: rivet_bundle::DEV_HVC | rivet_bundle::DEV_RNG,
         });
     }
     std::fs::write(out, w.finish()).map_err(|e| format!("{}: {e}", out.display()))

@@ -30,6 +30,7 @@ fn usage() -> &'static str {
      \x20        --kernel PATH              any RISC-V Linux Image-format kernel instead\n\
      \x20        --initrd PATH  --append ARGS  --vcpus N  --memory SIZE (e.g. 512M)\n\
      \x20        --config FILE              a machine with several VMs (see docs/CONFIG.md)\n\
+     \x20        --disk IMAGE[:ro]          a virtio-blk disk for the VM (repeatable)\n\
      \x20        --harts N (physical harts)  --pin (vCPU i on hart i)  --icount  --no-sstc  --log 0..5\n\
      \x20 test   host unit tests, then the end-to-end suites on QEMU [FILTER] [--unit-only|--e2e-only]\n\
      \x20 build  build the hypervisor and test kernel\n\
@@ -93,6 +94,8 @@ pub struct RunOpts {
     pub icount: bool,
     /// A machine configuration file (TOML) instead of the one-VM options.
     pub config: Option<PathBuf>,
+    /// Disk images for the one VM: (path, read-only).
+    pub disks: Vec<(PathBuf, bool)>,
 }
 
 impl Default for RunOpts {
@@ -110,6 +113,7 @@ impl Default for RunOpts {
             pin: false,
             icount: false,
             config: None,
+            disks: Vec::new(),
         }
     }
 }
@@ -135,6 +139,13 @@ fn parse_run(args: &[String]) -> Result<RunOpts, String> {
             "--pin" => o.pin = true,
             "--icount" => o.icount = true,
             "--config" => o.config = Some(PathBuf::from(val("--config")?)),
+            "--disk" => {
+                let v = val("--disk")?;
+                match v.strip_suffix(":ro") {
+                    Some(p) => o.disks.push((PathBuf::from(p), true)),
+                    None => o.disks.push((PathBuf::from(v), false)),
+                }
+            }
             "--log" => o.log = val("--log")?.parse().map_err(|_| "--log takes 0..5")?,
             other => return Err(format!("unknown option {other:?}\n{}", usage())),
         }
@@ -196,8 +207,20 @@ pub fn prepare_config(path: &std::path::Path, opts: &RunOpts, tag: &str) -> Resu
     }
     let focus = cfg.console_vm();
     let mut vms = Vec::new();
+    let mut disks = images::DiskSet::default();
     for (i, v) in cfg.vms.iter().enumerate() {
+        let vm_disks = v
+            .disks
+            .iter()
+            .map(|d| rivet_bundle::DiskDesc {
+                disk: disks.index(&d.image, d.read_only),
+                read_only: d.read_only,
+                start: d.start,
+                sectors: d.sectors.unwrap_or(0),
+            })
+            .collect();
         vms.push(VmSpec {
+            disks: vm_disks,
             name: v.name.clone(),
             kernel: resolve(&v.kernel).ok_or("kernel image unavailable")?,
             initrd: match &v.initrd {
@@ -218,6 +241,7 @@ pub fn prepare_config(path: &std::path::Path, opts: &RunOpts, tag: &str) -> Resu
     m.memory_mb = cfg.host_memory_mb();
     m.sstc = opts.sstc;
     m.icount = opts.icount;
+    m.extra.extend(disks.qemu_args());
     Ok(m)
 }
 
@@ -243,7 +267,14 @@ pub fn prepare(opts: &RunOpts, tag: &str) -> Result<qemu::Machine, String> {
     if let Some(a) = &opts.append {
         bootargs = a.clone();
     }
+    let mut disks = images::DiskSet::default();
+    let vm_disks = opts
+        .disks
+        .iter()
+        .map(|(p, ro)| rivet_bundle::DiskDesc { disk: disks.index(p, *ro), read_only: *ro, start: 0, sectors: 0 })
+        .collect();
     let vm = VmSpec {
+        disks: vm_disks,
         name: if opts.guest == "linux" || opts.kernel.is_some() { "linux".into() } else { "testkernel".into() },
         kernel,
         initrd,
@@ -259,6 +290,7 @@ pub fn prepare(opts: &RunOpts, tag: &str) -> Result<qemu::Machine, String> {
     m.harts = opts.harts;
     m.sstc = opts.sstc;
     m.icount = opts.icount;
+    m.extra.extend(disks.qemu_args());
     // Host RAM: QEMU puts the bundle (our initrd) 256 MiB above the
     // hypervisor, splitting RAM; guest RAM must fit in one piece above it.
     m.memory_mb = (opts.memory_mb * 2 + 512).max(1024);

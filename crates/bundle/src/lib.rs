@@ -27,13 +27,34 @@
 extern crate alloc;
 
 pub const MAGIC: &[u8; 8] = b"RIVETBND";
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 pub const HEADER_SIZE: usize = 40;
-pub const RECORD_SIZE: usize = 256;
+pub const RECORD_SIZE: usize = 384;
 /// Offset of the per-vCPU pinning table in a VM record: one byte per vCPU,
 /// the physical hart index it is pinned to, or [`UNPINNED`].
 pub const PIN_OFFSET: usize = 96;
 pub const UNPINNED: u8 = 0xff;
+/// Offset of the device table in a VM record: disk count (u32), device
+/// flags (u32), then [`MAX_DISKS`] disk entries of [`DISK_ENTRY`] bytes:
+/// physical disk index (u32), flags (u32, bit 0 read-only), first sector
+/// (u64), sector count (u64, 0 = to the end of the disk).
+pub const DEV_OFFSET: usize = 160;
+pub const MAX_DISKS: usize = 4;
+pub const DISK_ENTRY: usize = 24;
+/// VM device flag: a virtio-console (hvc) device.
+pub const DEV_HVC: u32 = 1;
+/// VM device flag: a virtio-rng device (backed by the machine's).
+pub const DEV_RNG: u32 = 2;
+
+/// One guest disk: a sector window of physical disk `disk`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DiskDesc {
+    pub disk: u32,
+    pub read_only: bool,
+    pub start: u64,
+    /// 0 = to the end of the physical disk.
+    pub sectors: u64,
+}
 pub const NAME_LEN: usize = 32;
 /// At most this many VMs in one bundle.
 pub const MAX_VMS: usize = 16;
@@ -83,6 +104,10 @@ pub struct VmDesc<'a> {
     pub bootargs: &'a str,
     /// Physical hart index per vCPU (`None` = time-sliced on any hart).
     pub pins: [Option<u8>; MAX_VCPUS as usize],
+    pub disks: [DiskDesc; MAX_DISKS],
+    pub disk_count: usize,
+    /// [`DEV_HVC`], [`DEV_RNG`].
+    pub devices: u32,
 }
 
 /// A validated bundle.
@@ -202,6 +227,21 @@ impl<'a> Bundle<'a> {
                 *slot = Some(p);
             }
         }
+        let disk_count = le_u32(r, DEV_OFFSET).ok_or(bad("disks"))? as usize;
+        if disk_count > MAX_DISKS {
+            return Err(bad("disks"));
+        }
+        let devices = le_u32(r, DEV_OFFSET + 4).ok_or(bad("devices"))?;
+        let mut disks = [DiskDesc::default(); MAX_DISKS];
+        for (i, d) in disks.iter_mut().enumerate().take(disk_count) {
+            let o = DEV_OFFSET + 8 + i * DISK_ENTRY;
+            *d = DiskDesc {
+                disk: le_u32(r, o).ok_or(bad("disks"))?,
+                read_only: le_u32(r, o + 4).ok_or(bad("disks"))? & 1 != 0,
+                start: le_u64(r, o + 8).ok_or(bad("disks"))?,
+                sectors: le_u64(r, o + 16).ok_or(bad("disks"))?,
+            };
+        }
         Ok(VmDesc {
             name,
             vcpus,
@@ -211,6 +251,9 @@ impl<'a> Bundle<'a> {
             initrd: if initrd.is_empty() { None } else { Some(initrd) },
             bootargs,
             pins,
+            disks,
+            disk_count,
+            devices,
         })
     }
 }
@@ -234,6 +277,9 @@ pub struct OwnedVm {
     pub bootargs: alloc::string::String,
     /// Physical hart index per vCPU; empty = none pinned.
     pub pins: alloc::vec::Vec<Option<u8>>,
+    /// At most [`MAX_DISKS`].
+    pub disks: alloc::vec::Vec<DiskDesc>,
+    pub devices: u32,
 }
 
 #[cfg(any(test, feature = "alloc"))]
@@ -271,6 +317,16 @@ impl Writer {
             r[36..40].copy_from_slice(&vm.flags.to_le_bytes());
             r[40..48].copy_from_slice(&vm.memory_size.to_le_bytes());
             r[PIN_OFFSET..PIN_OFFSET + MAX_VCPUS as usize].fill(UNPINNED);
+            assert!(vm.disks.len() <= MAX_DISKS, "at most {MAX_DISKS} disks per VM");
+            r[DEV_OFFSET..DEV_OFFSET + 4].copy_from_slice(&(vm.disks.len() as u32).to_le_bytes());
+            r[DEV_OFFSET + 4..DEV_OFFSET + 8].copy_from_slice(&vm.devices.to_le_bytes());
+            for (i, d) in vm.disks.iter().enumerate() {
+                let o = DEV_OFFSET + 8 + i * DISK_ENTRY;
+                r[o..o + 4].copy_from_slice(&d.disk.to_le_bytes());
+                r[o + 4..o + 8].copy_from_slice(&(d.read_only as u32).to_le_bytes());
+                r[o + 8..o + 16].copy_from_slice(&d.start.to_le_bytes());
+                r[o + 16..o + 24].copy_from_slice(&d.sectors.to_le_bytes());
+            }
             for (i, p) in vm.pins.iter().enumerate().take(MAX_VCPUS as usize) {
                 if let Some(h) = p {
                     r[PIN_OFFSET + i] = *h;
@@ -318,6 +374,8 @@ mod tests {
             initrd: vec![],
             bootargs: "console=ttyS0".to_string(),
             pins: vec![],
+            disks: vec![],
+            devices: 0,
         }
     }
 
@@ -357,6 +415,23 @@ mod tests {
         let mut b = blob.clone();
         b[HEADER_SIZE + PIN_OFFSET + 5] = 0;
         assert_eq!(parse(&b).unwrap_err(), Error::BadField(0, "pin"));
+    }
+
+    #[test]
+    fn disks_round_trip_and_are_checked() {
+        let mut w = Writer::new(0, 0);
+        let mut v = vm("d");
+        v.disks = vec![DiskDesc { disk: 1, read_only: true, start: 2048, sectors: 4096 }];
+        v.devices = DEV_HVC | DEV_RNG;
+        w.add_vm(v);
+        let blob = w.finish();
+        let d = parse(&blob).unwrap().vm(0).unwrap();
+        assert_eq!(d.disk_count, 1);
+        assert_eq!(d.disks[0], DiskDesc { disk: 1, read_only: true, start: 2048, sectors: 4096 });
+        assert_eq!(d.devices, DEV_HVC | DEV_RNG);
+        let mut b = blob.clone();
+        b[HEADER_SIZE + DEV_OFFSET] = 9;
+        assert_eq!(parse(&b).unwrap_err(), Error::BadField(0, "disks"));
     }
 
     #[test]
