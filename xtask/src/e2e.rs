@@ -12,18 +12,22 @@ use crate::RunOpts;
 
 const T_BOOT: Duration = Duration::from_secs(60);
 
-/// The prebuilt Linux Image and initramfs (../shared/guests) when present.
+/// The Linux Image and busybox initramfs: the project's own build
+/// (target/guests) if there is one, else the known-good prebuilt copies in
+/// ../shared/guests when present, else built now (`cargo xtask guest linux`).
 pub fn linux_images() -> Result<(PathBuf, PathBuf), String> {
     let shared = images::root().join("../shared/guests");
-    let own = images::root().join("target/guests");
+    let own = crate::guest_build::out_dir();
     for dir in [own, shared] {
-        let k = dir.join("linux-6.12-Image");
-        let i = dir.join("busybox-initramfs.cpio.gz");
+        let k = dir.join(crate::guest_build::IMAGE_NAME);
+        let i = dir.join(crate::guest_build::INITRAMFS_NAME);
         if k.exists() && i.exists() {
             return Ok((k, i));
         }
     }
-    Err("no Linux guest images: put linux-6.12-Image and busybox-initramfs.cpio.gz in target/guests/".into())
+    eprintln!("xtask: no Linux guest images yet; building them (cargo xtask guest linux)");
+    let imgs = crate::guest_build::build_linux(&Default::default())?;
+    Ok((imgs.image, imgs.initramfs))
 }
 
 struct Case {
@@ -71,6 +75,8 @@ fn cases() -> Vec<Case> {
         Case { name: "multi-vm-consoles", run: multi_vm_consoles },
         Case { name: "vm-crash-isolated", run: vm_crash_isolated },
         Case { name: "config-errors-name-lines", run: config_errors },
+        Case { name: "virtio-blk-ext4-persists", run: virtio_blk_ext4 },
+        Case { name: "virtio-blk-windows-isolated", run: virtio_blk_windows },
         Case { name: "crashing-guest-is-stopped", run: crashing_guest },
         Case { name: "bad-image-is-refused", run: bad_image },
         Case { name: "cpu-without-h-is-refused", run: no_h },
@@ -342,6 +348,150 @@ fn vm_crash_isolated(name: &str) -> Result<(), String> {
         Ok(())
     })();
     finish(name, &mut s, r)
+}
+
+fn host_tool(cmd: &mut Command) -> Result<String, String> {
+    let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The md5 the guest printed as `MD5_<tag>=<hex>`.
+fn guest_md5(s: &Session, tag: &str) -> Option<String> {
+    let out = s.output();
+    let key = format!("MD5_{tag}=");
+    out.rsplit(&key).next().filter(|_| out.contains(&key)).map(|t| t.chars().take(32).collect())
+}
+
+/// An ext4 disk made on the host: the guest mounts it, writes a file and a
+/// large file, syncs and powers off; the host reads both back with debugfs;
+/// a second boot reads them back too. Also checks hwrng and hvc0.
+fn virtio_blk_ext4(name: &str) -> Result<(), String> {
+    let dir = images::root().join("target/e2e");
+    let _ = std::fs::create_dir_all(&dir);
+    let img = dir.join("ext4.img");
+    let _ = std::fs::remove_file(&img);
+    std::fs::write(&img, vec![0u8; 64 << 20]).map_err(|e| e.to_string())?;
+    host_tool(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&img))?;
+    let opts = RunOpts { guest: "linux".into(), disks: vec![(img.clone(), false)], icount: true, ..RunOpts::default() };
+    let opts = linux_opts(opts);
+    with_session(name, &opts, |s| {
+        s.expect("guest: init ready", T_LINUX)?;
+        ask(s, "mkdir -p /mnt && mount -t ext4 /dev/vda /mnt && echo mounted\"\"-ok", "mounted-ok")?;
+        ask(s, "echo 'Hello from a Rivet guest' > /mnt/hello.txt && echo wrote\"\"-small", "wrote-small")?;
+        ask(
+            s,
+            "dd if=/dev/urandom of=/mnt/big bs=64k count=64 2>/dev/null && echo MD5_BIG=$(md5sum /mnt/big | cut -c1-32)",
+            "MD5_BIG=",
+        )?;
+        ask(s, "sync && umount /mnt && echo synced\"\"-ok", "synced-ok")?;
+        ask(s, "head -c 64 /dev/hwrng | od -An -tx1 | wc -l | sed 's/^/HWRNG_LINES=/'", "HWRNG_LINES=4")?;
+        ask(s, "echo hvc\"\"-echo-ok > /dev/hvc0", "hvc-echo-ok")?;
+        s.send("poweroff -f\n")?;
+        let st = s.wait_exit(T_CMD)?;
+        if !st.success() {
+            return Err(format!("QEMU exited with {st}"));
+        }
+        no_panic(s)
+    })?;
+    let log = std::fs::read_to_string(dir.join(format!("{name}.log"))).unwrap_or_default();
+    let guest_big = log.rsplit("MD5_BIG=").next().map(|t| t.chars().take(32).collect::<String>()).unwrap_or_default();
+    let small = host_tool(Command::new("debugfs").args(["-R", "cat /hello.txt"]).arg(&img))?;
+    if !small.contains("Hello from a Rivet guest") {
+        return Err(format!("host sees hello.txt as {small:?}"));
+    }
+    let dumped = dir.join("big.host");
+    let _ = std::fs::remove_file(&dumped);
+    host_tool(Command::new("debugfs").arg("-R").arg(format!("dump /big {}", dumped.display())).arg(&img))?;
+    let host_md5 = host_tool(Command::new("md5sum").arg(&dumped))?;
+    if guest_big.len() != 32 || !host_md5.starts_with(&guest_big) {
+        return Err(format!("big file differs: guest md5 {guest_big:?}, host {host_md5:?}"));
+    }
+    // Second boot reads both back.
+    let name2 = format!("{name}-second-boot");
+    with_session(&name2, &opts, |s| {
+        s.expect("guest: init ready", T_LINUX)?;
+        ask(s, "mkdir -p /mnt && mount -t ext4 /dev/vda /mnt && cat /mnt/hello.txt", "Hello from a Rivet guest")?;
+        ask(s, "echo MD5_AGAIN=$(md5sum /mnt/big | cut -c1-32)", "MD5_AGAIN=")?;
+        std::thread::sleep(Duration::from_millis(300));
+        let again = guest_md5(s, "AGAIN").unwrap_or_default();
+        if again != guest_big {
+            return Err(format!("second boot md5 {again:?} != {guest_big:?}"));
+        }
+        s.send("umount /mnt; poweroff -f\n")?;
+        let st = s.wait_exit(T_CMD)?;
+        if !st.success() {
+            return Err(format!("QEMU exited with {st}"));
+        }
+        no_panic(s)
+    })
+}
+
+/// Two VMs get disjoint sector windows of one image and cannot see each
+/// other's data; the host finds each VM's data at its window's offset.
+fn virtio_blk_windows(name: &str) -> Result<(), String> {
+    let dir = images::root().join("target/e2e");
+    let _ = std::fs::create_dir_all(&dir);
+    let img = dir.join("shared-windows.img");
+    std::fs::write(&img, vec![0u8; 32 << 20]).map_err(|e| e.to_string())?;
+    let cfg = dir.join("windows.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[machine]\nharts = 2\n\n[[vm]]\nname = \"left\"\nvcpus = 1\nmemory = \"256M\"\nkernel = \"linux\"\ninitrd = \"busybox\"\nbootargs = \"console=ttyS0\"\nconsole = true\n[[vm.disk]]\nimage = \"{0}\"\nstart = 0\nsectors = 32768\n\n[[vm]]\nname = \"right\"\nvcpus = 1\nmemory = \"256M\"\nkernel = \"linux\"\ninitrd = \"busybox\"\nbootargs = \"console=ttyS0\"\n[[vm.disk]]\nimage = \"{0}\"\nstart = 32768\nsectors = 32768\n",
+            img.display()
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    let mut s = config_session(name, &cfg)?;
+    let r = (|| {
+        let deadline = Instant::now() + T_LINUX;
+        while !(s.output().contains("[left] guest: init ready") && s.output().contains("[right] guest: init ready")) {
+            if Instant::now() > deadline {
+                return Err("VMs did not boot".to_string());
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        ask(&mut s, "echo SIZE=$(cat /sys/block/vda/size)", "[left] SIZE=32768")?;
+        ask(&mut s, "echo left-secret-data > /dev/vda && sync && echo left\"\"-wrote", "[left] left-wrote")?;
+        s.send("\x01n")?;
+        s.expect("console input -> VM 1", T_CMD)?;
+        ask(&mut s, "echo SIZE=$(cat /sys/block/vda/size)", "[right] SIZE=32768")?;
+        ask(&mut s, "echo RIGHT_SEES=$(head -c 16 /dev/vda | od -An -c | tr -d ' ')", "[right] RIGHT_SEES=")?;
+        std::thread::sleep(Duration::from_millis(300));
+        let out = s.output();
+        let seen = out.rsplit("RIGHT_SEES=").next().and_then(|t| t.lines().next()).unwrap_or("").to_string();
+        if seen.contains("left") {
+            return Err(format!("right VM read the left VM's data: {seen}"));
+        }
+        ask(&mut s, "echo right-secret-data > /dev/vda && sync && echo right\"\"-wrote", "[right] right-wrote")?;
+        ask(&mut s, "dd if=/dev/zero of=/dev/vda bs=512 seek=32768 count=1 2>&1 | tail -1; echo beyond\"\"-tried", "[right] beyond-tried")?;
+        s.send("poweroff -f\n")?;
+        s.expect("VM right stopped", T_CMD)?;
+        s.send("\x010")?;
+        s.expect("console input -> VM 0", T_CMD)?;
+        s.send("poweroff -f\n")?;
+        let st = s.wait_exit(T_CMD)?;
+        no_panic(&s)?;
+        if !st.success() {
+            return Err(format!("QEMU exited with {st}"));
+        }
+        Ok(())
+    })();
+    finish(name, &mut s, r)?;
+    let data = std::fs::read(&img).map_err(|e| e.to_string())?;
+    if !data.starts_with(b"left-secret-data") {
+        return Err("host image lacks the left VM's data at offset 0".into());
+    }
+    if data.get(16 << 20..(16 << 20) + 17) != Some(&b"right-secret-data"[..]) {
+        return Err("host image lacks the right VM's data at 16 MiB".into());
+    }
+    if data.get(32 << 20..).is_some_and(|t| !t.is_empty()) {
+        return Err("image grew past its end".into());
+    }
+    Ok(())
 }
 
 /// Every configuration error names its file, line and field.

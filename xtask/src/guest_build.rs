@@ -565,7 +565,7 @@ fn build_kernel(src: &Path, obj: &Path, fragment: &Path, jobs: usize) -> Result<
     }
     eprintln!("xtask: [linux]   configured in {}", fmt_duration(t.elapsed()));
 
-    eprintln!("xtask: [linux] compiling with -j{jobs} (this takes ~4 minutes on 2 cores)...");
+    eprintln!("xtask: [linux] compiling with -j{jobs} (this takes ~4 minutes on 2 idle cores, longer on a busy machine)...");
     let t = Instant::now();
     let log = fresh_log("linux-compile.log")?;
     run_logged("[linux] make Image", kmake(&[&format!("-j{jobs}"), "Image"]), &log, Some("[linux] compiling"))?;
@@ -699,7 +699,7 @@ fn build_busybox(src: &Path, jobs: usize, force: bool) -> Result<(), String> {
         }
     }
 
-    eprintln!("xtask: [busybox] compiling with -j{jobs} (about 1 minute on 2 cores)...");
+    eprintln!("xtask: [busybox] compiling with -j{jobs} (about 1 minute on 2 idle cores)...");
     let t = Instant::now();
     let log = fresh_log("busybox-compile.log")?;
     run_logged("[busybox] make", bmake(&[&format!("-j{jobs}")]), &log, Some("[busybox] compiling"))?;

@@ -12,6 +12,7 @@
 mod bench;
 mod e2e;
 mod elf;
+mod guest_build;
 mod images;
 mod prereq;
 mod qemu;
@@ -33,6 +34,8 @@ fn usage() -> &'static str {
      \x20        --disk IMAGE[:ro]          a virtio-blk disk for the VM (repeatable)\n\
      \x20        --harts N (physical harts)  --pin (vCPU i on hart i)  --icount  --no-sstc  --log 0..5\n\
      \x20 test   host unit tests, then the end-to-end suites on QEMU [FILTER] [--unit-only|--e2e-only]\n\
+     \x20 guest linux [--force] [--kernel-tree PATH] [-j N]\n\
+     \x20        build the Linux guest (Debian linux-source-6.12 + busybox initramfs) into target/guests\n\
      \x20 build  build the hypervisor and test kernel\n\
      \x20 setup  check and install prerequisites (QEMU 10, OpenSBI, Rust target)\n"
 }
@@ -48,6 +51,7 @@ fn main() -> ExitCode {
         "run" => run(rest),
         "test" => e2e::test(rest),
         "bench" => bench::bench(rest),
+        "guest" => guest(rest),
         "build" => setup().and_then(|_| images::build_all().map(|b| {
             println!("hypervisor: {}\ntest kernel: {}", b.hypervisor.display(), b.testkernel.display());
             0
@@ -69,6 +73,26 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+fn guest(args: &[String]) -> Result<u8, String> {
+    let mut it = args.iter();
+    match it.next().map(String::as_str) {
+        Some("linux") => {}
+        _ => return Err("usage: cargo xtask guest linux [--force] [--kernel-tree PATH] [-j N]".into()),
+    }
+    let mut o = guest_build::LinuxBuildOpts::default();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--force" => o.force = true,
+            "--kernel-tree" => o.kernel_tree = Some(PathBuf::from(it.next().ok_or("--kernel-tree needs a path")?)),
+            "-j" => o.jobs = it.next().and_then(|n| n.parse().ok()).ok_or("-j needs a number")?,
+            other => return Err(format!("unknown option {other:?}")),
+        }
+    }
+    let imgs = guest_build::build_linux(&o)?;
+    println!("kernel:    {}\ninitramfs: {}", imgs.image.display(), imgs.initramfs.display());
+    Ok(0)
 }
 
 pub fn setup() -> Result<(), String> {

@@ -72,7 +72,6 @@ pub struct Session {
     stdin: Option<ChildStdin>,
     out: Arc<Mutex<Vec<u8>>>,
     cursor: usize,
-    pub started: Instant,
 }
 
 impl Session {
@@ -99,7 +98,7 @@ impl Session {
             });
         }
         let stdin = child.stdin.take();
-        Ok(Session { child, stdin, out, cursor: 0, started: Instant::now() })
+        Ok(Session { child, stdin, out, cursor: 0 })
     }
 
     pub fn output(&self) -> String {
