@@ -107,6 +107,11 @@ extern "C" fn rust_main(hartid: u64, dtb_pa: u64) -> ! {
         firmware::impl_id()
     );
     arch::init_hart(&caps);
+    let cbo = arch::hext::probe_cbo_zero();
+    mm::set_cbo_block(cbo);
+    if cbo != 0 {
+        log::info!("Zicboz: zeroing guest RAM with cbo.zero ({cbo}-byte blocks)");
+    }
 
     // Free RAM: everything but our image, firmware, the DTB and the bundle.
     let (img_start, img_end) = arch::entry::image_range();

@@ -26,8 +26,22 @@ pub fn init_heap() {
     }
 }
 
-/// Zeroes `[pa, pa+len)` of host memory owned by the caller.
+/// `cbo.zero` block size when usable (see `hext::probe_cbo_zero`), else 0.
+static CBO_BLOCK: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+pub fn set_cbo_block(block: u64) {
+    CBO_BLOCK.store(block, core::sync::atomic::Ordering::Relaxed);
+}
+
+/// Zeroes `[pa, pa+len)` of host memory owned by the caller. Large aligned
+/// ranges (guest RAM) use `cbo.zero`, one instruction per cache block.
 pub fn zero(pa: u64, len: u64) {
+    let block = CBO_BLOCK.load(core::sync::atomic::Ordering::Relaxed);
+    if block != 0 && pa % block == 0 && len % block == 0 {
+        // SAFETY: callers pass ranges they own; alignment checked above.
+        unsafe { crate::arch::hext::cbo_zero_range(pa, pa + len, block) };
+        return;
+    }
     // SAFETY: callers pass ranges they own from the frame allocator.
     unsafe { core::ptr::write_bytes(pa as *mut u8, 0, len as usize) }
 }

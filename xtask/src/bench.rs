@@ -129,7 +129,7 @@ pub fn parse_exit_profile(line: &str) -> Option<BTreeMap<String, u64>> {
 
 /// The last exit profile printed in `output`.
 pub fn exit_profile_of(output: &str) -> Option<BTreeMap<String, u64>> {
-    output.lines().filter_map(parse_exit_profile).last()
+    output.lines().rev().find_map(parse_exit_profile)
 }
 
 /// `<prefix>rdtime=<ticks>` printed by the Linux overlay's /rdtime.
@@ -491,7 +491,7 @@ pub fn rdtime_elf() -> Vec<u8> {
 /// A newc ("070701") cpio archive of regular files (path, mode, data).
 pub fn cpio_newc(files: &[(&str, u32, &[u8])]) -> Vec<u8> {
     fn pad4(v: &mut Vec<u8>) {
-        while v.len() % 4 != 0 {
+        while !v.len().is_multiple_of(4) {
             v.push(0);
         }
     }
@@ -564,7 +564,7 @@ fn bench_initramfs(kernel: &Path, initrd: &Path, dir: &Path) -> Result<PathBuf, 
     let elf = rdtime_elf();
     // The kernel looks for a cpio header only at 4-byte aligned offsets
     // and skips zero padding between archives.
-    while bytes.len() % 4 != 0 {
+    while !bytes.len().is_multiple_of(4) {
         bytes.push(0);
     }
     bytes.extend_from_slice(&cpio_newc(&[("init", 0o100755, init.as_bytes()), ("rdtime", 0o100755, &elf)]));
@@ -826,9 +826,9 @@ const MICRO_ROWS: &[(&str, &str, &str, &str)] = &[
         "native: no trap (hstatus is readable in HS-mode); compare with the unimp row",
     ),
     ("timer.sbi.instret", "timer IRQ latency, SBI set_timer", "instructions deadline→handler", "spin-wait; ±4 insns of loop slack"),
-    ("timer.sbi.ns", "timer IRQ latency, SBI set_timer", "ns deadline→handler", "time CSR: 100 ns resolution"),
+    ("timer.sbi.ns", "timer IRQ latency, SBI set_timer", "ns deadline→handler", "time CSR: 100 ns steps, values < 100 are noise; see the row above"),
     ("timer.sstc.instret", "timer IRQ latency, stimecmp (Sstc)", "instructions deadline→handler", "spin-wait; ±4 insns of loop slack"),
-    ("timer.sstc.ns", "timer IRQ latency, stimecmp (Sstc)", "ns deadline→handler", "time CSR: 100 ns resolution"),
+    ("timer.sstc.ns", "timer IRQ latency, stimecmp (Sstc)", "ns deadline→handler", "time CSR: 100 ns steps, values < 100 are noise"),
     ("timer.sbi@nosstc.instret", "timer IRQ latency, SBI set_timer, no Sstc", "instructions deadline→handler", "-cpu ...,sstc=false"),
     ("timer.sbi@nosstc.ns", "timer IRQ latency, SBI set_timer, no Sstc", "ns deadline→handler", "-cpu ...,sstc=false"),
     ("sbi.null@2harts.instret", "null SBI call, 2 harts (one idle)", "instructions/call", "idle host hart's work is billed under -icount"),
@@ -853,6 +853,12 @@ pub fn bench(args: &[String]) -> Result<u8, String> {
     let dir = images::root().join("target/bench");
     let bin = dir.join("bin");
     std::fs::create_dir_all(&bin).map_err(|e| e.to_string())?;
+    // Logs of an earlier benchmark would be mistaken for this one's.
+    for e in std::fs::read_dir(&dir).map_err(|e| e.to_string())?.flatten() {
+        if e.path().extension().is_some_and(|x| x == "log") {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
     let out = Out { dir: dir.clone() };
     let testkernel = freeze(&built.testkernel, &bin)?;
     let mut rivets = Rivets { hypervisor: freeze(&built.hypervisor, &bin)?, machines: BTreeMap::new() };
@@ -955,7 +961,9 @@ pub fn bench(args: &[String]) -> Result<u8, String> {
         }
     });
     let instret_note = if agree {
-        "instret counts every retired instruction in all privilege modes (OpenSBI, Rivet, guest): on busy loops it equals icount guest time in ns"
+        "instret under -icount is QEMU's global retired-instruction count (every hart, every privilege mode: OpenSBI, \
+         Rivet and the guest; target/riscv/csr.c returns icount_get_raw() while minstretcfg is 0): it equals icount \
+         guest time on these busy loops, so the Rivet figures include the hypervisor's instructions"
             .to_string()
     } else {
         "WARNING: instret and icount time disagree on busy loops; instret may not count the hypervisor's instructions".to_string()

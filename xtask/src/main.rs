@@ -12,6 +12,7 @@
 mod bench;
 mod e2e;
 mod elf;
+mod fuzz;
 mod guest_build;
 mod images;
 mod prereq;
@@ -51,6 +52,7 @@ fn main() -> ExitCode {
         "run" => run(rest),
         "test" => e2e::test(rest),
         "bench" => bench::bench(rest),
+        "fuzz" => fuzz::fuzz(rest),
         "guest" => guest(rest),
         "build" => setup().and_then(|_| images::build_all().map(|b| {
             println!("hypervisor: {}\ntest kernel: {}", b.hypervisor.display(), b.testkernel.display());
@@ -202,10 +204,12 @@ fn image_footprint(path: &std::path::Path) -> Option<u64> {
 pub fn prepare_config(path: &std::path::Path, opts: &RunOpts, tag: &str) -> Result<qemu::Machine, String> {
     use rivet_config::ImageRef;
     let report = |errs: Vec<rivet_config::ConfigError>| {
+        let mut msg = String::new();
         for e in &errs {
-            eprintln!("{e}");
+            msg.push_str(&format!("{e}\n"));
         }
-        format!("{} has {} error(s)", path.display(), errs.len())
+        msg.push_str(&format!("{} has {} error(s)", path.display(), errs.len()));
+        msg
     };
     let cfg = rivet_config::load(path).map_err(report)?;
     setup()?;

@@ -12,6 +12,7 @@
 #![no_main]
 
 mod bench;
+mod hostile;
 mod sbi;
 mod tests;
 mod trap;
@@ -166,6 +167,7 @@ extern "C" fn main(hartid: usize, dtb: usize) -> ! {
             unsafe { core::arch::asm!("jr {0}", in(reg) 0x4000_0000usize, options(noreturn)) };
         }
         "bench" => bench::run(&info),
+        "hostile" => hostile::run(&info),
         _ => tests::run_suite(&info),
     }
     let (p, f) = (PASSED.load(Ordering::SeqCst), FAILED.load(Ordering::SeqCst));

@@ -69,6 +69,12 @@ pub fn shutdown(failure: bool) -> ! {
         // SAFETY: the finisher register from the host device tree; writing
         // FAIL (0x3333) with code 1 ends the emulation.
         unsafe { (finisher as *mut u32).write_volatile(0x3333 | (1 << 16)) };
+        // Do not follow with SRST: the firmware's power-off would race the
+        // failure status to QEMU's main loop and could win with status 0.
+        loop {
+            // SAFETY: wfi only pauses the hart while QEMU exits.
+            unsafe { core::arch::asm!("wfi") };
+        }
     }
     ecall(SRST, 0, 0, failure as u64, 0);
     // Fallback: legacy shutdown, then spin.

@@ -45,8 +45,27 @@ rivet_hlv_d:
     li a1, 0
     ret
 
+    /* u64 rivet_try_cbo_zero(u64 pa): 1 if cbo.zero worked (Zicboz enabled for S) */
+    .globl rivet_try_cbo_zero
+rivet_try_cbo_zero:
+    la t6, 1f
+    .word 0x0045200f       /* cbo.zero (a0) */
+    li a0, 1
+    ret
+1:  li a0, 0
+    ret
+
     .section .text
     .p2align 2
+    /* rivet_cbo_zero_range(u64 pa, u64 end, u64 block): cbo.zero each block */
+    .globl rivet_cbo_zero_range
+rivet_cbo_zero_range:
+1:  bgeu a0, a1, 2f
+    .word 0x0045200f       /* cbo.zero (a0) */
+    add a0, a0, a2
+    j 1b
+2:  ret
+
     .globl rivet_hfence_gvma_all
 rivet_hfence_gvma_all:
     .word 0x62000073       /* hfence.gvma zero, zero */
@@ -107,6 +126,8 @@ extern "C" {
     fn rivet_hfence_vvma_addr(gva: u64);
     fn rivet_hfence_vvma_addr_asid(gva: u64, asid: u64);
     fn rivet_hfence_vvma_asid(_unused: u64, asid: u64);
+    fn rivet_try_cbo_zero(pa: u64) -> u64;
+    fn rivet_cbo_zero_range(pa: u64, end: u64, block: u64);
     fn rivet_fp_save(area: *mut FpState);
     fn rivet_fp_restore(area: *const FpState);
 }
@@ -140,6 +161,38 @@ pub fn hlv_d(gva: u64) -> Option<u64> {
     // SAFETY: as for hlvx_hu.
     let r = unsafe { rivet_hlv_d(gva) };
     (r.ok != 0).then_some(r.value)
+}
+
+/// Block size of `cbo.zero` if HS-mode may use it (Zicboz, enabled by
+/// M-mode), found by zeroing one block of a scratch page; 0 otherwise.
+pub fn probe_cbo_zero() -> u64 {
+    #[repr(C, align(4096))]
+    struct Page([u8; 4096]);
+    static mut SCRATCH: Page = Page([0; 4096]);
+    let p = core::ptr::addr_of_mut!(SCRATCH) as *mut u8;
+    // SAFETY: SCRATCH is used only here, on the boot hart, before any
+    // other hart runs; the probe may fault (recovered via t6).
+    unsafe {
+        core::ptr::write_bytes(p, 0xff, 4096);
+        if rivet_try_cbo_zero(p as u64) == 0 {
+            return 0;
+        }
+        let zeroed = (0..4096).take_while(|&i| p.add(i).read_volatile() == 0).count() as u64;
+        if zeroed.is_power_of_two() && zeroed >= 16 {
+            zeroed
+        } else {
+            0
+        }
+    }
+}
+
+/// Zeroes `[pa, end)` with cbo.zero; both must be `block`-aligned.
+///
+/// # Safety
+/// The range must be memory the caller owns and `block` the probed size.
+pub unsafe fn cbo_zero_range(pa: u64, end: u64, block: u64) {
+    // SAFETY: per the function contract.
+    unsafe { rivet_cbo_zero_range(pa, end, block) }
 }
 
 pub fn hfence_gvma_all() {
