@@ -679,7 +679,11 @@ impl Machine {
         const WFI: u64 = 0x1050_0073;
         let sstc = self.vms[v].sstc;
         let vcpu = &mut self.vms[v].vcpus[c];
-        if insn == WFI {
+        // WFI from VU-mode (guest user space): an illegal instruction, as a
+        // U-mode WFI is on a real machine; a guest process must not be able
+        // to park its vCPU.
+        let from_vu = vcpu.ctx.sstatus & SSTATUS_SPP == 0;
+        if insn == WFI && !from_vu {
             vcpu.stats.wfi += 1;
             vcpu.ctx.sepc += 4;
             vcpu.wfi = true;
@@ -711,7 +715,7 @@ impl Machine {
         let fault_cause = if access == Access::Load { exit::CAUSE_LOAD_ACCESS } else { exit::CAUSE_STORE_ACCESS };
         let vm = &mut self.vms[v];
         let pc = vm.vcpus[c].ctx.sepc;
-        let op = match decode_mmio(htinst, pc) {
+        let op = match decode_mmio(htinst, pc, gpa, gva) {
             Some(Ok(op)) if op.is_store == (access == Access::Store) => op,
             other => {
                 vm.vcpus[c].stats.mmio_unclaimed += 1;
@@ -800,13 +804,19 @@ fn sync_wake_state(vcpu: &mut crate::vcpu::Vcpu, sstc: bool) {
 /// The trapping load/store: from htinst when it holds a transformed
 /// instruction, else fetched from guest memory with HLVX. None when the
 /// fetch itself faults.
-fn decode_mmio(htinst: u64, pc: u64) -> Option<Result<MmioAccess, rivet_insn::DecodeError>> {
+fn decode_mmio(htinst: u64, pc: u64, gpa: u64, gva: u64) -> Option<Result<MmioAccess, rivet_insn::DecodeError>> {
     if htinst & 1 == 1 {
         return Some(rivet_insn::decode_transformed(htinst as u32));
     }
     if htinst != 0 {
         // A pseudoinstruction: the fault came from an implicit VS-stage
         // page-table access, i.e. the guest put its page tables in MMIO.
+        return Some(Err(rivet_insn::DecodeError::NotLoadStore));
+    }
+    // Without htinst the fault may have come from the guest's own page-table
+    // walk rather than from the instruction at pc; an explicit access keeps
+    // the page offset of its virtual address, a PTE fetch generally does not.
+    if gpa & 0xfff != gva & 0xfff {
         return Some(Err(rivet_insn::DecodeError::NotLoadStore));
     }
     let lo = hext::hlvx_hu(pc)? as u32;

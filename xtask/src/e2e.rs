@@ -74,6 +74,11 @@ fn cases() -> Vec<Case> {
         Case { name: "linux-4vcpus-on-2-harts", run: linux_oversubscribed },
         Case { name: "multi-vm-consoles", run: multi_vm_consoles },
         Case { name: "vm-crash-isolated", run: vm_crash_isolated },
+        Case { name: "hostile-guest-isolated", run: hostile_guest },
+        Case {
+            name: "hostile-guest-2vcpus-no-sstc",
+            run: |n| testkernel_suite_mode(n, RunOpts { vcpus: 2, harts: 2, sstc: false, append: Some("mode=hostile".into()), ..RunOpts::default() }),
+        },
         Case { name: "config-errors-name-lines", run: config_errors },
         Case { name: "virtio-blk-ext4-persists", run: virtio_blk_ext4 },
         Case { name: "virtio-blk-windows-isolated", run: virtio_blk_windows },
@@ -312,6 +317,71 @@ fn multi_vm_consoles(name: &str) -> Result<(), String> {
         s.send("\x010")?;
         s.expect("console input -> VM 0", T_CMD)?;
         ask(&mut s, "echo still $((1+1)) here", "[web] still 2 here")?;
+        s.send("poweroff -f\n")?;
+        let st = s.wait_exit(T_CMD)?;
+        no_panic(&s)?;
+        if !st.success() {
+            return Err(format!("QEMU exited with {st}"));
+        }
+        Ok(())
+    })();
+    finish(name, &mut s, r)
+}
+
+/// Runs a test-kernel mode that ends with its own summary; all must pass.
+fn testkernel_suite_mode(name: &str, opts: RunOpts) -> Result<(), String> {
+    with_session(name, &opts, |s| {
+        s.expect(" passed, ", T_BOOT)?;
+        let st = s.wait_exit(T_BOOT)?;
+        let out = s.output();
+        let summary = out.lines().find(|l| l.contains(" passed, ") && l.contains(" failed")).unwrap_or("");
+        let (p, f) = parse_summary(summary).ok_or(format!("no summary in {summary:?}"))?;
+        if f != 0 || p < 20 {
+            return Err(format!("hostile suite: {summary}"));
+        }
+        no_panic(s)?;
+        if !st.success() {
+            return Err(format!("QEMU exited with {st}"));
+        }
+        Ok(())
+    })
+}
+
+/// The hostile test kernel attacks the hypervisor while a Linux VM keeps
+/// answering; each refused kind of action is logged at most once.
+fn hostile_guest(name: &str) -> Result<(), String> {
+    let dir = images::root().join("target/e2e");
+    let _ = std::fs::create_dir_all(&dir);
+    let cfg = dir.join("hostile.toml");
+    std::fs::write(
+        &cfg,
+        "[machine]\nharts = 2\n\n[[vm]]\nname = \"bystander\"\nvcpus = 1\nmemory = \"256M\"\nkernel = \"linux\"\ninitrd = \"busybox\"\nbootargs = \"console=ttyS0\"\nconsole = true\n\n[[vm]]\nname = \"hostile\"\nvcpus = 2\nmemory = \"64M\"\nkernel = \"testkernel\"\nbootargs = \"mode=hostile\"\n",
+    )
+    .map_err(|e| e.to_string())?;
+    let mut s = config_session(name, &cfg)?;
+    let r = (|| {
+        s.expect("[hostile] hostile: hypervisor still answering", T_LINUX)?;
+        s.expect("VM hostile stopped: guest requested shutdown", T_LINUX)?;
+        let out = s.output();
+        let summary = out.lines().find(|l| l.starts_with("[hostile]") && l.contains(" passed, ")).unwrap_or("");
+        let (p, f) = parse_summary(summary).ok_or(format!("no hostile summary in {summary:?}"))?;
+        if f != 0 || p < 50 {
+            return Err(format!("hostile suite: {summary}"));
+        }
+        s.expect("[bystander] guest: init ready", T_LINUX)?;
+        ask(&mut s, "echo bystander $((6*7))", "[bystander] bystander 42")?;
+        // Rate limit: each kind of refusal at most once.
+        let warns: Vec<&str> = out.lines().filter(|l| l.contains("WARN") && l.contains("VM hostile")).collect();
+        let mut kinds: Vec<String> = warns
+            .iter()
+            .map(|l| l.split(':').nth(2).unwrap_or("").split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+            .collect();
+        let n = kinds.len();
+        kinds.sort();
+        kinds.dedup();
+        if kinds.len() != n || n > 8 {
+            return Err(format!("refusals logged more than once per kind: {warns:#?}"));
+        }
         s.send("poweroff -f\n")?;
         let st = s.wait_exit(T_CMD)?;
         no_panic(&s)?;

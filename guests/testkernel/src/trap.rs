@@ -103,6 +103,24 @@ extern "C" fn handler(f: &mut Frame) {
     }
     LAST_CAUSE.store(code, Ordering::SeqCst);
     LAST_TVAL.store(f.stval, Ordering::SeqCst);
+    // An instruction fetch fault (misaligned, access, page): sepc is the
+    // unreachable target itself, so there is nothing to skip. The attack
+    // jumped there with `jalr ra, ...`: resume at its return address.
+    if matches!(code, 0 | 1 | 12) {
+        f.sepc = f.x[1];
+        return;
+    }
+    // A trap from U-mode (an attack ran code there): back to S-mode at the
+    // attack's return address.
+    let sstatus: usize;
+    // SAFETY: reading our own sstatus.
+    unsafe { core::arch::asm!("csrr {0}, sstatus", out(reg) sstatus) };
+    if sstatus & (1 << 8) == 0 {
+        // SAFETY: sret will return to S-mode.
+        unsafe { core::arch::asm!("csrs sstatus, {0}", in(reg) 1usize << 8) };
+        f.sepc = f.x[1];
+        return;
+    }
     // Skip the faulting instruction: 2 or 4 bytes by its low bits.
     // SAFETY: sepc points at code we are executing (identity-mapped RAM).
     let low = unsafe { (f.sepc as *const u16).read_volatile() };
