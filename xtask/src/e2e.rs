@@ -82,6 +82,7 @@ fn cases() -> Vec<Case> {
         Case { name: "config-errors-name-lines", run: config_errors },
         Case { name: "virtio-blk-ext4-persists", run: virtio_blk_ext4 },
         Case { name: "virtio-blk-windows-isolated", run: virtio_blk_windows },
+        Case { name: "soak-short", run: soak_short },
         Case { name: "crashing-guest-is-stopped", run: crashing_guest },
         Case { name: "bad-image-is-refused", run: bad_image },
         Case { name: "cpu-without-h-is-refused", run: no_h },
@@ -589,6 +590,19 @@ fn config_errors(_name: &str) -> Result<(), String> {
         if !found {
             return Err(format!("{tag}: expected an error containing {expect:?}, got:\n{err}"));
         }
+    }
+    Ok(())
+}
+
+/// CI's short soak: 30 s of checksummed disk I/O in two oversubscribed VMs.
+fn soak_short(name: &str) -> Result<(), String> {
+    let r = crate::soak::run_soak(0.5, name)?;
+    crate::soak::report(&r);
+    if r.mismatches != 0 || !r.errors.is_empty() {
+        return Err(format!("{} mismatches, errors: {:?}", r.mismatches, r.errors));
+    }
+    if r.rounds < 2 {
+        return Err(format!("only {} rounds completed", r.rounds));
     }
     Ok(())
 }

@@ -17,6 +17,7 @@ mod guest_build;
 mod images;
 mod prereq;
 mod qemu;
+mod soak;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -37,6 +38,8 @@ fn usage() -> &'static str {
      \x20 test   host unit tests, then the end-to-end suites on QEMU [FILTER] [--unit-only|--e2e-only]\n\
      \x20 guest linux [--force] [--kernel-tree PATH] [-j N]\n\
      \x20        build the Linux guest (Debian linux-source-6.12 + busybox initramfs) into target/guests\n\
+     \x20 soak   [--minutes N]  Linux VMs doing checksummed disk I/O, oversubscribed\n\
+     \x20 bench  measure the cost of virtualization (target/bench/results.md)\n\
      \x20 build  build the hypervisor and test kernel\n\
      \x20 setup  check and install prerequisites (QEMU 10, OpenSBI, Rust target)\n"
 }
@@ -54,6 +57,7 @@ fn main() -> ExitCode {
         "bench" => bench::bench(rest),
         "fuzz" => fuzz::fuzz(rest),
         "guest" => guest(rest),
+        "soak" => soak::soak(rest),
         "build" => setup().and_then(|_| images::build_all().map(|b| {
             println!("hypervisor: {}\ntest kernel: {}", b.hypervisor.display(), b.testkernel.display());
             0
