@@ -75,6 +75,10 @@ pub struct Machine {
     pub harts: Vec<HartSlot>,
     /// Slot of the hart that owns the physical console (boot hart).
     pub console_hart: usize,
+    /// The virtual Ethernet switch joining the VMs' NICs.
+    pub switch: rivet_vswitch::Switch,
+    /// (vm, nic) behind each switch port (`PortId.0`).
+    pub port_owner: Vec<(usize, usize)>,
 }
 
 static MACHINE: spin::Once<HartMutex<Machine>> = spin::Once::new();
@@ -233,6 +237,8 @@ impl Machine {
             host_plic: None,
             harts: Vec::new(),
             console_hart: 0,
+            switch: rivet_vswitch::Switch::new(),
+            port_owner: Vec::new(),
         }
     }
 
@@ -443,6 +449,9 @@ impl Machine {
             } else {
                 self.drain_uart(h);
             }
+        }
+        if !self.port_owner.is_empty() {
+            self.pump_net(h);
         }
         for v in 0..self.vms.len() {
             if self.vms[v].running() && (self.vms[v].hvc.is_some() || self.vms[v].rng.is_some()) {
@@ -732,6 +741,7 @@ impl Machine {
         let store_val = op.truncate(vm.vcpus[c].ctx.x[op.reg as usize]);
         let width = op.width.bytes();
         let mut woken = 0;
+        let mut pump = false;
         let result: Option<u64> = if (PLIC_BASE..PLIC_BASE + PLIC_SIZE).contains(&gpa) {
             vm.vcpus[c].stats.mmio_plic += 1;
             let off = gpa - PLIC_BASE;
@@ -760,6 +770,9 @@ impl Machine {
                 Some(r) => {
                     vm.vcpus[c].stats.mmio_virtio += 1;
                     woken = vm.sync_irqs();
+                    if !vm.nets.is_empty() {
+                        pump = true;
+                    }
                     r
                 }
                 None => None,
@@ -788,7 +801,60 @@ impl Machine {
             }
         }
         self.kick_mask(h, v, woken & !(1 << c));
+        if pump {
+            self.pump_net(h);
+        }
         Next::Resume
+    }
+
+    /// Moves frames from every NIC's outbox through the switch into the
+    /// receiving NICs, lets the devices fill guest buffers, and raises their
+    /// interrupts. Bounded: a few rounds, each limited by the outboxes.
+    fn pump_net(&mut self, h: &Hart) {
+        let mut touched = 0u64;
+        for _round in 0..4 {
+            let mut moved = false;
+            let Machine { switch, vms, port_owner, .. } = self;
+            for v in 0..vms.len() {
+                for k in 0..vms[v].nets.len() {
+                    let port = vms[v].nets[k].port;
+                    while let Some(frame) = vms[v].nets[k].slot.dev.device_mut().backend_mut().pop() {
+                        moved = true;
+                        if v < 64 {
+                            touched |= 1 << v;
+                        }
+                        switch.input(port, &frame, &mut |to, fr| {
+                            if let Some(&(dv, dk)) = port_owner.get(to.0 as usize) {
+                                if let Some(vm) = vms.get_mut(dv) {
+                                    if vm.running() {
+                                        if let Some(n) = vm.nets.get_mut(dk) {
+                                            n.slot.dev.device_mut().receive(fr);
+                                        }
+                                        if dv < 64 {
+                                            touched |= 1 << dv;
+                                        }
+                                    }
+                                }
+                            }
+                        });
+                    }
+                }
+            }
+            for v in 0..vms.len() {
+                if touched & (1 << v.min(63)) != 0 && vms[v].running() {
+                    vms[v].poll_devices();
+                }
+            }
+            if !moved {
+                break;
+            }
+        }
+        for v in 0..self.vms.len().min(64) {
+            if touched & (1 << v) != 0 {
+                let woken = self.vms[v].sync_irqs();
+                self.kick_mask(h, v, woken);
+            }
+        }
     }
 }
 

@@ -184,7 +184,9 @@ extern "C" fn rust_main(hartid: u64, dtb_pa: u64) -> ! {
     let max_vmid = (1u64 << caps.vmid_bits).saturating_sub(1);
     for (i, desc) in bundle.vms().enumerate() {
         let vmid = if max_vmid == 0 { 0 } else { (i as u64 % max_vmid + 1) as u16 };
-        let devices = match vm_devices(&desc, &phys) {
+        let ports_before = machine.port_owner.len();
+        let next_index = machine.vms.len();
+        let devices = match vm_devices(&desc, &phys, &mut machine, next_index) {
             Ok(d) => d,
             Err(e) => {
                 log::error!("VM {i} '{}' not started: {e}", desc.name);
@@ -206,7 +208,13 @@ extern "C" fn rust_main(hartid: u64, dtb_pa: u64) -> ! {
                 }
                 machine.vms.push(vm);
             }
-            Err(e) => log::error!("VM {i} '{}' not started: {e}", desc.name),
+            Err(e) => {
+                log::error!("VM {i} '{}' not started: {e}", desc.name);
+                // Its switch ports lead nowhere.
+                for owner in machine.port_owner.iter_mut().skip(ports_before) {
+                    *owner = (usize::MAX, 0);
+                }
+            }
         }
     }
     if machine.vms.is_empty() {
@@ -255,7 +263,12 @@ extern "C" fn rust_secondary(hartid: u64, slot: u64) -> ! {
 
 /// Resolves a VM's devices against the machine's (re-validating the
 /// bundle: disks must exist and windows must fit).
-fn vm_devices(desc: &rivet_bundle::VmDesc, phys: &physdev::PhysDevices) -> Result<vm::VmDevices, String> {
+fn vm_devices(
+    desc: &rivet_bundle::VmDesc,
+    phys: &physdev::PhysDevices,
+    machine: &mut machine::Machine,
+    vm_index: usize,
+) -> Result<vm::VmDevices, String> {
     let mut disks = Vec::new();
     for (n, d) in desc.disks.iter().take(desc.disk_count).enumerate() {
         let Some(p) = phys.disks.iter().find(|p| p.index == d.disk) else {
@@ -292,7 +305,17 @@ fn vm_devices(desc: &rivet_bundle::VmDesc, phys: &physdev::PhysDevices) -> Resul
     } else {
         None
     };
-    Ok(vm::VmDevices { disks, hvc: desc.devices & rivet_bundle::DEV_HVC != 0, rng })
+    let mut nics = Vec::new();
+    for (k, &net) in desc.nics.iter().take(desc.nic_count).enumerate() {
+        let network = u16::try_from(net).map_err(|_| alloc::format!("NIC {k}: network id {net} out of range"))?;
+        let port = machine
+            .switch
+            .add_port(rivet_vswitch::NetworkId(network))
+            .ok_or_else(|| alloc::format!("NIC {k}: the virtual switch is full"))?;
+        machine.port_owner.push((vm_index, k));
+        nics.push(port);
+    }
+    Ok(vm::VmDevices { disks, hvc: desc.devices & rivet_bundle::DEV_HVC != 0, rng, nics })
 }
 
 /// The ISA extensions a guest gets: what the host hart has, limited to

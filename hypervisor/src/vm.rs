@@ -19,6 +19,7 @@ use rivet_uart16550::Uart16550;
 use rivet_virtio::blk::Blk;
 use rivet_virtio::console::{Console, ConsoleBackend};
 use rivet_virtio::mmio::MmioDevice;
+use rivet_virtio::net::{FrameQueue, Net};
 use rivet_virtio::rng::Rng;
 use rivet_vplic::Plic;
 
@@ -74,6 +75,15 @@ pub struct VmDevices {
     pub disks: Vec<DiskWindow>,
     pub hvc: bool,
     pub rng: Option<Entropy>,
+    /// One switch port per NIC.
+    pub nics: Vec<rivet_vswitch::PortId>,
+}
+
+/// A virtio-net card and its port on the virtual switch. Transmitted
+/// frames wait in the device's outbox until the machine moves them.
+pub struct NetSlot {
+    pub slot: VirtioSlot<Net<FrameQueue>>,
+    pub port: rivet_vswitch::PortId,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,6 +134,7 @@ pub struct Vm {
     pub blks: Vec<VirtioSlot<Blk<DiskWindow>>>,
     pub hvc: Option<VirtioSlot<Console<HvcOut>>>,
     pub rng: Option<VirtioSlot<Rng<Entropy>>>,
+    pub nets: Vec<NetSlot>,
 }
 
 #[derive(Debug)]
@@ -222,10 +233,21 @@ impl Vm {
             let (base, irq) = next_slot();
             VirtioSlot { base, irq, dev: MmioDevice::new(Rng::new(e)) }
         });
+        let nets: Vec<NetSlot> = devices
+            .nics
+            .iter()
+            .enumerate()
+            .map(|(i, &port)| {
+                let (base, irq) = next_slot();
+                let mac = rivet_virtio::net::mac_for_nic(desc.name, i as u16);
+                NetSlot { slot: VirtioSlot { base, irq, dev: MmioDevice::new(Net::new(mac, FrameQueue::new(32))) }, port }
+            })
+            .collect();
         let mut virtio_dt: Vec<Device> =
             blks.iter().map(|b| Device { base: b.base, size: VIRTIO_SIZE, irq: Some(b.irq) }).collect();
         virtio_dt.extend(hvc.iter().map(|b| Device { base: b.base, size: VIRTIO_SIZE, irq: Some(b.irq) }));
         virtio_dt.extend(rng.iter().map(|b| Device { base: b.base, size: VIRTIO_SIZE, irq: Some(b.irq) }));
+        virtio_dt.extend(nets.iter().map(|n| Device { base: n.slot.base, size: VIRTIO_SIZE, irq: Some(n.slot.irq) }));
         let dt = GuestDt {
             vcpus: desc.vcpus,
             isa_extensions: host.extensions,
@@ -274,6 +296,7 @@ impl Vm {
             blks,
             hvc,
             rng,
+            nets,
         };
         vm.boot(&layout);
         Ok(vm)
@@ -304,6 +327,9 @@ impl Vm {
         }
         if let Some(r) = &mut self.rng {
             r.dev.reset();
+        }
+        for n in &mut self.nets {
+            n.slot.dev.reset();
         }
         self.state = VmState::Running;
         self.boots += 1;
@@ -405,6 +431,9 @@ impl Vm {
         if let Some(r) = &self.rng {
             self.plic.set_level(r.irq, r.dev.irq_level());
         }
+        for n in &self.nets {
+            self.plic.set_level(n.slot.irq, n.slot.dev.irq_level());
+        }
         let lines = self.plic.irq_lines();
         let mut woken = 0;
         for (i, v) in self.vcpus.iter_mut().enumerate() {
@@ -454,6 +483,9 @@ impl Vm {
         if let Some(r) = self.rng.as_mut() {
             try_slot!(r);
         }
+        for n in self.nets.iter_mut() {
+            try_slot!(n.slot);
+        }
         None
     }
 
@@ -467,6 +499,9 @@ impl Vm {
             if r.dev.device().has_pending() {
                 let _ = r.dev.poll(ram);
             }
+        }
+        for n in self.nets.iter_mut() {
+            let _ = n.slot.dev.poll(ram);
         }
     }
 

@@ -82,7 +82,9 @@ fn cases() -> Vec<Case> {
         Case { name: "config-errors-name-lines", run: config_errors },
         Case { name: "virtio-blk-ext4-persists", run: virtio_blk_ext4 },
         Case { name: "virtio-blk-windows-isolated", run: virtio_blk_windows },
+        Case { name: "virtio-net-switch", run: virtio_net_switch },
         Case { name: "soak-short", run: soak_short },
+        Case { name: "fuzz-smoke", run: |_| fuzz_smoke() },
         Case { name: "crashing-guest-is-stopped", run: crashing_guest },
         Case { name: "bad-image-is-refused", run: bad_image },
         Case { name: "cpu-without-h-is-refused", run: no_h },
@@ -592,6 +594,74 @@ fn config_errors(_name: &str) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Two VMs on network "lan" ping each other and move a file over TCP
+/// (busybox nc) with matching checksums; a VM on network "other" cannot
+/// reach them.
+fn virtio_net_switch(name: &str) -> Result<(), String> {
+    let dir = images::root().join("target/e2e");
+    let _ = std::fs::create_dir_all(&dir);
+    let cfg = dir.join("net.toml");
+    let vm = |n: &str, net: &str, console: bool| {
+        format!(
+            "\n[[vm]]\nname = \"{n}\"\nvcpus = 1\nmemory = \"256M\"\nkernel = \"linux\"\ninitrd = \"busybox\"\nbootargs = \"console=ttyS0\"\n{}[[vm.nic]]\nnetwork = \"{net}\"\n",
+            if console { "console = true\n" } else { "" }
+        )
+    };
+    let text = format!("[machine]\nharts = 2\n{}{}{}", vm("alpha", "lan", true), vm("beta", "lan", false), vm("gamma", "other", false));
+    std::fs::write(&cfg, text).map_err(|e| e.to_string())?;
+    let mut s = config_session(name, &cfg)?;
+    let r = (|| {
+        let deadline = Instant::now() + T_LINUX;
+        while ["alpha", "beta", "gamma"].iter().any(|v| !s.output().contains(&format!("[{v}] guest: init ready"))) {
+            if Instant::now() > deadline {
+                return Err("VMs did not boot".to_string());
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        // alpha: 10.0.0.1, listens for a file.
+        ask(&mut s, "ip addr add 10.0.0.1/24 dev eth0 && ip link set eth0 up && echo alpha\"\"-up", "[alpha] alpha-up")?;
+        s.send("(nc -l -p 5000 < /dev/null > /tmp/recv; echo RECV_\"\"MD5=$(md5sum /tmp/recv | cut -c1-32)) &\n")?;
+        // beta: 10.0.0.2, pings alpha and sends it a file.
+        s.send("\x01n")?;
+        s.expect("console input -> VM 1", T_CMD)?;
+        ask(&mut s, "ip addr add 10.0.0.2/24 dev eth0 && ip link set eth0 up && echo beta\"\"-up", "[beta] beta-up")?;
+        ask(&mut s, "ping -c 3 10.0.0.1 > /tmp/p; echo PINGS=$(grep -c 'bytes from' /tmp/p)", "[beta] PINGS=3")?;
+        ask(&mut s, "dd if=/dev/urandom of=/tmp/send bs=1k count=512 2>/dev/null; echo SENT_\"\"MD5=$(md5sum /tmp/send | cut -c1-32)", "SENT_MD5=")?;
+        ask(&mut s, "nc -w 3 10.0.0.1 5000 < /tmp/send; echo nc\"\"-done", "[beta] nc-done")?;
+        s.expect("RECV_MD5=", T_CMD)?;
+        std::thread::sleep(Duration::from_millis(500));
+        let out = s.output();
+        let grab = |key: &str| out.rsplit(key).next().map(|t| t.chars().take(32).collect::<String>()).unwrap_or_default();
+        let (sent, recv) = (grab("SENT_MD5="), grab("RECV_MD5="));
+        if sent.len() != 32 || sent != recv {
+            return Err(format!("TCP transfer checksum mismatch: sent {sent:?}, received {recv:?}"));
+        }
+        // gamma, on another network, must not reach alpha.
+        s.send("\x01n")?;
+        s.expect("console input -> VM 2", T_CMD)?;
+        ask(&mut s, "ip addr add 10.0.0.3/24 dev eth0 && ip link set eth0 up && echo gamma\"\"-up", "[gamma] gamma-up")?;
+        ask(&mut s, "ping -c 2 -W 1 10.0.0.1 > /tmp/p; echo GAMMA_PINGS=$(grep -c 'bytes from' /tmp/p)", "[gamma] GAMMA_PINGS=0")?;
+        s.send("\x01x")?;
+        let st = s.wait_exit(T_CMD)?;
+        no_panic(&s)?;
+        if !st.success() {
+            return Err(format!("QEMU exited with {st}"));
+        }
+        Ok(())
+    })();
+    finish(name, &mut s, r)
+}
+
+/// CI's fuzz smoke run: every target for a few seconds plus every kept
+/// regression input.
+fn fuzz_smoke() -> Result<(), String> {
+    let args: Vec<String> = ["--smoke", "--seconds", "8"].iter().map(|s| s.to_string()).collect();
+    match crate::fuzz::fuzz(&args)? {
+        0 => Ok(()),
+        _ => Err("a fuzz target failed (see the output above)".into()),
+    }
 }
 
 /// CI's short soak: 30 s of checksummed disk I/O in two oversubscribed VMs.

@@ -57,6 +57,8 @@ pub struct VmSpec {
     pub pins: Vec<Option<u8>>,
     /// Disks: (index into the machine's disk images, window).
     pub disks: Vec<rivet_bundle::DiskDesc>,
+    /// Network id of each NIC.
+    pub nics: Vec<u32>,
 }
 
 /// The machine's disk images, each becoming one QEMU virtio-blk device
@@ -123,6 +125,7 @@ pub fn pack(vms: &[VmSpec], log_level: u32, keep_running: bool, out: &Path) -> R
             pins: vm.pins.clone(),
             disks: vm.disks.clone(),
             devices: rivet_bundle::DEV_HVC | rivet_bundle::DEV_RNG,
+            nics: vm.nics.clone(),
         });
     }
     std::fs::write(out, w.finish()).map_err(|e| format!("{}: {e}", out.display()))

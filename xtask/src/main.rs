@@ -40,6 +40,7 @@ fn usage() -> &'static str {
      \x20        build the Linux guest (Debian linux-source-6.12 + busybox initramfs) into target/guests\n\
      \x20 soak   [--minutes N]  Linux VMs doing checksummed disk I/O, oversubscribed\n\
      \x20 bench  measure the cost of virtualization (target/bench/results.md)\n\
+     \x20 fuzz   [TARGET] [--seconds N] [--smoke]  libFuzzer on the guest-input parsers\n\
      \x20 build  build the hypervisor and test kernel\n\
      \x20 setup  check and install prerequisites (QEMU 10, OpenSBI, Rust target)\n"
 }
@@ -55,9 +56,9 @@ fn main() -> ExitCode {
         "run" => run(rest),
         "test" => e2e::test(rest),
         "bench" => bench::bench(rest),
-        "fuzz" => fuzz::fuzz(rest),
         "guest" => guest(rest),
         "soak" => soak::soak(rest),
+        "fuzz" => fuzz::fuzz(rest),
         "build" => setup().and_then(|_| images::build_all().map(|b| {
             println!("hypervisor: {}\ntest kernel: {}", b.hypervisor.display(), b.testkernel.display());
             0
@@ -240,7 +241,19 @@ pub fn prepare_config(path: &std::path::Path, opts: &RunOpts, tag: &str) -> Resu
     let focus = cfg.console_vm();
     let mut vms = Vec::new();
     let mut disks = images::DiskSet::default();
+    let mut networks: Vec<String> = Vec::new();
     for (i, v) in cfg.vms.iter().enumerate() {
+        let nics = v
+            .nics
+            .iter()
+            .map(|n| match networks.iter().position(|x| *x == n.network) {
+                Some(p) => p as u32,
+                None => {
+                    networks.push(n.network.clone());
+                    (networks.len() - 1) as u32
+                }
+            })
+            .collect();
         let vm_disks = v
             .disks
             .iter()
@@ -252,6 +265,7 @@ pub fn prepare_config(path: &std::path::Path, opts: &RunOpts, tag: &str) -> Resu
             })
             .collect();
         vms.push(VmSpec {
+            nics,
             disks: vm_disks,
             name: v.name.clone(),
             kernel: resolve(&v.kernel).ok_or("kernel image unavailable")?,
@@ -306,6 +320,7 @@ pub fn prepare(opts: &RunOpts, tag: &str) -> Result<qemu::Machine, String> {
         .map(|(p, ro)| rivet_bundle::DiskDesc { disk: disks.index(p, *ro), read_only: *ro, start: 0, sectors: 0 })
         .collect();
     let vm = VmSpec {
+        nics: Vec::new(),
         disks: vm_disks,
         name: if opts.guest == "linux" || opts.kernel.is_some() { "linux".into() } else { "testkernel".into() },
         kernel,

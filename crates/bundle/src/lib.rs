@@ -46,6 +46,11 @@ pub const DEV_HVC: u32 = 1;
 /// VM device flag: a virtio-rng device (backed by the machine's).
 pub const DEV_RNG: u32 = 2;
 
+/// Offset of the NIC table: count (u32), reserved (u32), then [`MAX_NICS`]
+/// entries of 8 bytes: network id (u32), reserved (u32).
+pub const NIC_OFFSET: usize = 264;
+pub const MAX_NICS: usize = 4;
+
 /// One guest disk: a sector window of physical disk `disk`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct DiskDesc {
@@ -108,6 +113,9 @@ pub struct VmDesc<'a> {
     pub disk_count: usize,
     /// [`DEV_HVC`], [`DEV_RNG`].
     pub devices: u32,
+    /// Network id of each NIC.
+    pub nics: [u32; MAX_NICS],
+    pub nic_count: usize,
 }
 
 /// A validated bundle.
@@ -242,6 +250,14 @@ impl<'a> Bundle<'a> {
                 sectors: le_u64(r, o + 16).ok_or(bad("disks"))?,
             };
         }
+        let nic_count = le_u32(r, NIC_OFFSET).ok_or(bad("nics"))? as usize;
+        if nic_count > MAX_NICS {
+            return Err(bad("nics"));
+        }
+        let mut nics = [0u32; MAX_NICS];
+        for (i, n) in nics.iter_mut().enumerate().take(nic_count) {
+            *n = le_u32(r, NIC_OFFSET + 8 + i * 8).ok_or(bad("nics"))?;
+        }
         Ok(VmDesc {
             name,
             vcpus,
@@ -254,6 +270,8 @@ impl<'a> Bundle<'a> {
             disks,
             disk_count,
             devices,
+            nics,
+            nic_count,
         })
     }
 }
@@ -280,6 +298,8 @@ pub struct OwnedVm {
     /// At most [`MAX_DISKS`].
     pub disks: alloc::vec::Vec<DiskDesc>,
     pub devices: u32,
+    /// Network id per NIC, at most [`MAX_NICS`].
+    pub nics: alloc::vec::Vec<u32>,
 }
 
 #[cfg(any(test, feature = "alloc"))]
@@ -326,6 +346,12 @@ impl Writer {
                 r[o + 4..o + 8].copy_from_slice(&(d.read_only as u32).to_le_bytes());
                 r[o + 8..o + 16].copy_from_slice(&d.start.to_le_bytes());
                 r[o + 16..o + 24].copy_from_slice(&d.sectors.to_le_bytes());
+            }
+            assert!(vm.nics.len() <= MAX_NICS, "at most {MAX_NICS} NICs per VM");
+            r[NIC_OFFSET..NIC_OFFSET + 4].copy_from_slice(&(vm.nics.len() as u32).to_le_bytes());
+            for (i, n) in vm.nics.iter().enumerate() {
+                let o = NIC_OFFSET + 8 + i * 8;
+                r[o..o + 4].copy_from_slice(&n.to_le_bytes());
             }
             for (i, p) in vm.pins.iter().enumerate().take(MAX_VCPUS as usize) {
                 if let Some(h) = p {
@@ -376,6 +402,7 @@ mod tests {
             pins: vec![],
             disks: vec![],
             devices: 0,
+            nics: vec![],
         }
     }
 
@@ -423,12 +450,14 @@ mod tests {
         let mut v = vm("d");
         v.disks = vec![DiskDesc { disk: 1, read_only: true, start: 2048, sectors: 4096 }];
         v.devices = DEV_HVC | DEV_RNG;
+        v.nics = vec![3, 7];
         w.add_vm(v);
         let blob = w.finish();
         let d = parse(&blob).unwrap().vm(0).unwrap();
         assert_eq!(d.disk_count, 1);
         assert_eq!(d.disks[0], DiskDesc { disk: 1, read_only: true, start: 2048, sectors: 4096 });
         assert_eq!(d.devices, DEV_HVC | DEV_RNG);
+        assert_eq!(&d.nics[..d.nic_count], &[3, 7]);
         let mut b = blob.clone();
         b[HEADER_SIZE + DEV_OFFSET] = 9;
         assert_eq!(parse(&b).unwrap_err(), Error::BadField(0, "disks"));

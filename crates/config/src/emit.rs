@@ -56,6 +56,9 @@ pub(crate) fn to_toml(cfg: &MachineConfig) -> String {
             }
             let _ = writeln!(s, "read_only = {}", d.read_only);
         }
+        for n in &vm.nics {
+            let _ = writeln!(s, "\n[[vm.nic]]\nnetwork = {}", quote(&n.network));
+        }
     }
     s
 }

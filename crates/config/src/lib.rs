@@ -95,6 +95,8 @@ pub struct VmConfig {
     /// [`MachineConfig::console_vm`]).
     pub console: bool,
     pub disks: Vec<DiskConfig>,
+    /// Network cards (virtio-net), each on a named network.
+    pub nics: Vec<NicConfig>,
     /// Line of the `[[vm]]` header (of the inline table for `vm = [{..}]`).
     pub line: usize,
     /// Lines of the keys [`check_images`] reports on.
@@ -165,6 +167,19 @@ pub struct DiskConfig {
     /// Line of the `[[vm.disk]]` header.
     pub line: usize,
 }
+
+/// One `[[vm.nic]]`: a virtio-net card on the virtual switch's network
+/// `network` (VMs on different networks cannot reach each other).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NicConfig {
+    pub network: String,
+    /// Line of the `[[vm.nic]]` header.
+    pub line: usize,
+}
+
+/// At most this many disks and NICs per VM (the boot bundle's limit).
+pub const MAX_DISKS: usize = 4;
+pub const MAX_NICS: usize = 4;
 
 /// One problem with a configuration file.
 ///

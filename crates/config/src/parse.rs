@@ -14,9 +14,10 @@ use crate::*;
 pub(crate) const ROOT_KEYS: &[&str] = &["machine", "vm"];
 pub(crate) const MACHINE_KEYS: &[&str] = &["harts", "memory", "keep_running", "log"];
 pub(crate) const VM_KEYS: &[&str] = &[
-    "name", "vcpus", "memory", "kernel", "initrd", "bootargs", "pin", "console", "disk",
+    "name", "vcpus", "memory", "kernel", "initrd", "bootargs", "pin", "console", "disk", "nic",
 ];
 pub(crate) const DISK_KEYS: &[&str] = &["image", "start", "sectors", "read_only"];
+pub(crate) const NIC_KEYS: &[&str] = &["network"];
 pub(crate) const LOG_LEVELS: &[&str] = &["off", "error", "warn", "info", "debug", "trace"];
 
 /// `[machine]` as parsed: `None` where the value was invalid.
@@ -188,6 +189,7 @@ fn parse_vm(ctx: &mut Ctx, node: &Node<'_>, dir: &Path) -> VmDraft {
             pin: None,
             console: false,
             disks: Vec::new(),
+            nics: Vec::new(),
             line: node.line,
             lines: VmLines::default(),
         },
@@ -302,6 +304,35 @@ fn parse_vm(ctx: &mut Ctx, node: &Node<'_>, dir: &Path) -> VmDraft {
             .enumerate()
             .filter_map(|(i, n)| Some((i, parse_disk(ctx, n, dir)?)))
             .collect();
+        if nodes.len() > crate::MAX_DISKS {
+            if let Some(n) = nodes.get(crate::MAX_DISKS) {
+                ctx.error(n.line, n.field("image"), format!("at most {} disks per VM", crate::MAX_DISKS));
+            }
+        }
+    }
+    if let Got::Val(nodes, _) = ctx.tables(node, "nic", "[[vm.nic]]") {
+        for n in &nodes {
+            ctx.unknown_keys(n, NIC_KEYS);
+            match ctx.string(n, "network") {
+                Got::Val(net, line) => {
+                    if net.is_empty()
+                        || net.len() > 32
+                        || !net.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                    {
+                        ctx.error(line, n.field("network"), "network names are 1..=32 of [A-Za-z0-9_-]");
+                    } else {
+                        v.cfg.nics.push(NicConfig { network: net.to_string(), line: n.line });
+                    }
+                }
+                Got::Absent => ctx.error(n.line, n.field("network"), "missing; every [[vm.nic]] names its network"),
+                Got::Bad => {}
+            }
+        }
+        if nodes.len() > crate::MAX_NICS {
+            if let Some(n) = nodes.get(crate::MAX_NICS) {
+                ctx.error(n.line, n.field("network"), format!("at most {} NICs per VM", crate::MAX_NICS));
+            }
+        }
     }
     for key in missing {
         ctx.error(

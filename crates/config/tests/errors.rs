@@ -894,3 +894,23 @@ fn inline_and_dotted_tables_have_lines_too() {
     assert_eq!(cfg.vms[0].pin, Some(vec![2]));
     assert_eq!(cfg.vms[0].line, 2);
 }
+
+#[test]
+fn nic_needs_a_valid_network_name() {
+    let text = "[[vm]]\nname = \"a\"\nvcpus = 1\nmemory = \"64M\"\nkernel = \"testkernel\"\n[[vm.nic]]\nnetwork = \"bad name\"\n[[vm.nic]]\nnet = \"lan\"\n";
+    let errs = rivet_config::parse(text, std::path::Path::new("n.toml")).unwrap_err();
+    let shown: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+    assert!(shown.iter().any(|e| e.starts_with("n.toml:7: ") && e.contains("network")), "{shown:?}");
+    assert!(shown.iter().any(|e| e.starts_with("n.toml:9: ") && e.contains("unknown key")), "{shown:?}");
+}
+
+#[test]
+fn nics_parse_and_round_trip() {
+    let text = "[[vm]]\nname = \"a\"\nvcpus = 1\nmemory = \"64M\"\nkernel = \"testkernel\"\n[[vm.nic]]\nnetwork = \"lan\"\n";
+    let cfg = rivet_config::parse(text, std::path::Path::new("n.toml")).unwrap();
+    assert_eq!(cfg.vms[0].nics.len(), 1);
+    assert_eq!(cfg.vms[0].nics[0].network, "lan");
+    assert_eq!(cfg.vms[0].nics[0].line, 6);
+    let again = rivet_config::parse(&cfg.to_toml(), std::path::Path::new("n.toml")).unwrap();
+    assert_eq!(again.vms[0].nics[0].network, "lan");
+}

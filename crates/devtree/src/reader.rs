@@ -445,6 +445,13 @@ fn parse_rsvmap(rsvmap: &[u8]) -> Result<Vec<Region>, Error> {
         if addr == 0 && size == 0 {
             return Ok(out);
         }
+        if addr.checked_add(size).is_none() {
+            // Same rule as `/reserved-memory` `reg` entries: a range whose
+            // end does not fit in 64 bits is refused, not passed on.
+            return Err(Error::BadHeader(
+                "memory reservation entry wraps around the address space",
+            ));
+        }
         if size != 0 {
             out.push(Region::new(addr, size));
         }

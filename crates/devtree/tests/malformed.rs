@@ -543,6 +543,25 @@ fn reservation_map_errors_and_entries() {
     assert!(matches!(parse_host(&b), Err(Error::BadHeader(_))));
 }
 
+/// Found by `cargo xtask fuzz` (target `devtree`, input kept in
+/// `fuzz/regressions/devtree/reservation-entry-wraps`): a header
+/// reservation entry whose end does not fit in 64 bits was passed on in
+/// `HostInfo::reserved`, although the same range in `/reserved-memory` is
+/// refused.
+#[test]
+fn reservation_entry_that_wraps_is_refused() {
+    let mut s = S::default();
+    s.host_body().end().tok(END);
+    let b = assemble(&[(0xa_0000_0006, u64::MAX - 235)], &s.structs, &s.strings);
+    assert!(matches!(parse_host(&b), Err(Error::BadHeader(_))));
+    // High but representable (`Region::end` fits) is still fine.
+    let b = assemble(&[(u64::MAX - 0x1fff, 0x1000)], &s.structs, &s.strings);
+    assert_eq!(
+        parse_host(&b).unwrap().reserved,
+        vec![Region::new(u64::MAX - 0x1fff, 0x1000)]
+    );
+}
+
 #[test]
 fn property_shape_errors() {
     let tree = |f: &dyn Fn(&mut S)| {

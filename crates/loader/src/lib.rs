@@ -110,6 +110,9 @@ pub fn plan(
         return Err(too_big(MIB2));
     }
     let dtb_off = ram_size - MIB2;
+    // Every address below is at most `ram_base + dtb_off`: RAM must lie
+    // inside the address space (it may end exactly at 2^64).
+    let dtb = ram_base.checked_add(dtb_off).ok_or(too_big(u64::MAX))?;
     let mut top = dtb_off;
     let initrd = match initrd_len {
         Some(len) => {
@@ -125,7 +128,7 @@ pub fn plan(
             .saturating_add(MIB2);
         return Err(too_big(need));
     }
-    Ok(Layout { kernel, kernel_footprint: footprint, initrd, dtb: ram_base + dtb_off })
+    Ok(Layout { kernel, kernel_footprint: footprint, initrd, dtb })
 }
 
 #[cfg(test)]
@@ -176,6 +179,22 @@ mod tests {
         assert_eq!(start % 4096, 0);
         assert!(start + len <= l.dtb);
         assert!(start >= l.kernel + l.kernel_footprint);
+    }
+
+    /// Found by `cargo xtask fuzz` (target `bundle_loader`, input kept in
+    /// `fuzz/regressions/bundle_loader/plan-ram-past-top`): RAM reaching past
+    /// 2^64 made `plan` overflow (a panic with overflow checks) instead of
+    /// refusing.
+    #[test]
+    fn layout_refuses_ram_past_the_top_of_the_address_space() {
+        let h = parse_header(&header(0, 0x1000)).unwrap();
+        let base = 0xffff_ffff_ffe0_0000; // 2 MiB below 2^64
+        assert!(matches!(plan(&h, 0x100, None, base, 4 << 20), Err(LoadError::DoesNotFit { .. })));
+        assert!(matches!(plan(&h, 0x100, Some(0x10), base, 4 << 20), Err(LoadError::DoesNotFit { .. })));
+        // RAM that ends exactly at 2^64 is still usable.
+        let l = plan(&h, 0x100, Some(0x10), base - (2 << 20), 4 << 20).unwrap();
+        assert_eq!(l.dtb, base);
+        assert_eq!(l.initrd, Some((base - 4096, 0x10)));
     }
 
     #[test]

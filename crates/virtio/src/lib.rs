@@ -3,11 +3,12 @@
 //! This crate owns everything a guest driver talks to when it drives a virtio
 //! device over the virtio-mmio transport (virtio 1.x, "modern", MMIO
 //! `Version` 2): the register file ([`mmio::MmioDevice`]), split virtqueues
-//! ([`queue::Queue`]) and three device models, each talking to the host
+//! ([`queue::Queue`]) and four device models, each talking to the host
 //! through a small backend trait:
 //!
 //! | module      | device         | id | backend trait                      |
 //! |-------------|----------------|----|------------------------------------|
+//! | [`net`]     | virtio-net     | 1  | [`net::NetBackend`]                |
 //! | [`blk`]     | virtio-blk     | 2  | [`blk::BlockBackend`]              |
 //! | [`console`] | virtio-console | 3  | [`console::ConsoleBackend`]        |
 //! | [`rng`]     | virtio-rng     | 4  | [`rng::EntropySource`]             |
@@ -56,6 +57,7 @@ extern crate alloc;
 pub mod blk;
 pub mod console;
 pub mod mmio;
+pub mod net;
 pub mod queue;
 pub mod rng;
 
@@ -146,7 +148,8 @@ impl NotifyResult {
 /// live (`DRIVER_OK` set, neither `FAILED` nor `DEVICE_NEEDS_RESET`), and
 /// only with queues the driver enabled (`Queue::ready`) doing anything.
 pub trait VirtioDevice {
-    /// Virtio device id (§5: 2 = block, 3 = console, 4 = entropy).
+    /// Virtio device id (§5: 1 = network, 2 = block, 3 = console,
+    /// 4 = entropy).
     fn device_id(&self) -> u32;
     /// Device-type feature bits offered (the transport masks this with
     /// [`features::DEVICE_SPECIFIC_MASK`] and adds its own). Read once, when

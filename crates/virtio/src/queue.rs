@@ -616,25 +616,46 @@ impl Queue {
         head: u16,
         len: u32,
     ) -> Result<(), QueueError> {
+        self.push_used_batch(mem, &[(head, len)])
+    }
+
+    /// Returns several chains at once, as `(head, len)` pairs in order:
+    /// writes every used element, then (after one fence) the used `idx`
+    /// once, so the driver observes all of them together. virtio-net needs
+    /// this for a packet spread over several buffers (net.tex "Processing
+    /// of Incoming Packets": the device MUST use all buffers of one packet
+    /// together). Every head is checked before anything is written. The
+    /// caller passes at most the queue size entries (more would overwrite
+    /// each other's slots; still memory safe).
+    pub fn push_used_batch(
+        &mut self,
+        mem: &mut dyn GuestMemory,
+        used: &[(u16, u32)],
+    ) -> Result<(), QueueError> {
         if !self.ready {
             return Err(QueueError::NotReady);
         }
-        if head >= self.size {
+        if let Some(&(head, _)) = used.iter().find(|&&(head, _)| head >= self.size) {
             return Err(QueueError::UsedHeadOutOfRange(head));
         }
-        let elem = add(
-            self.used_ring,
-            self.slot(self.next_used)
-                .saturating_mul(8)
-                .saturating_add(4),
-        )?;
-        let mut b = [0u8; 8];
-        let (id_bytes, len_bytes) = b.split_at_mut(4);
-        id_bytes.copy_from_slice(&u32::from(head).to_le_bytes());
-        len_bytes.copy_from_slice(&len.to_le_bytes());
-        mem.write(elem, &b)?;
+        if used.is_empty() {
+            return Ok(());
+        }
+        let mut idx = self.next_used;
+        for &(head, len) in used {
+            let elem = add(
+                self.used_ring,
+                self.slot(idx).saturating_mul(8).saturating_add(4),
+            )?;
+            let mut b = [0u8; 8];
+            let (id_bytes, len_bytes) = b.split_at_mut(4);
+            id_bytes.copy_from_slice(&u32::from(head).to_le_bytes());
+            len_bytes.copy_from_slice(&len.to_le_bytes());
+            mem.write(elem, &b)?;
+            idx = idx.wrapping_add(1);
+        }
         fence(Ordering::Release);
-        self.next_used = self.next_used.wrapping_add(1);
+        self.next_used = idx;
         mem.write_u16(add(self.used_ring, 2)?, self.next_used)?;
         Ok(())
     }
@@ -851,6 +872,38 @@ mod tests {
         assert_eq!(
             q.push_used(&mut m, 2, 0),
             Err(QueueError::UsedHeadOutOfRange(2))
+        );
+    }
+
+    #[test]
+    fn push_used_batch_publishes_idx_once() {
+        // §2.7.8: elements first, then idx; a batch moves idx by its length
+        // in one store, and a bad head anywhere rejects the whole batch.
+        let mut m = mem();
+        let mut q = queue(4, &m);
+        q.push_used(&mut m, 3, 1).unwrap();
+        assert_eq!(
+            q.push_used_batch(&mut m, &[(0, 5), (4, 6)]),
+            Err(QueueError::UsedHeadOutOfRange(4))
+        );
+        assert_eq!(m.read_u16(USED + 2).unwrap(), 1, "nothing published");
+        q.push_used_batch(&mut m, &[(0, 5), (1, 6), (2, 7)])
+            .unwrap();
+        assert_eq!(m.read_u16(USED + 2).unwrap(), 4);
+        for (slot, (id, len)) in [(1u64, (0u32, 5u32)), (2, (1, 6)), (3, (2, 7))] {
+            assert_eq!(m.read_u32(USED + 4 + 8 * slot).unwrap(), id);
+            assert_eq!(m.read_u32(USED + 8 + 8 * slot).unwrap(), len);
+        }
+        // Wraps around the ring.
+        q.push_used_batch(&mut m, &[(3, 8), (2, 9)]).unwrap();
+        assert_eq!(m.read_u16(USED + 2).unwrap(), 6);
+        assert_eq!(m.read_u32(USED + 4 + 8).unwrap(), 2);
+        q.push_used_batch(&mut m, &[]).unwrap();
+        assert_eq!(q.next_used(), 6);
+        q.deactivate();
+        assert_eq!(
+            q.push_used_batch(&mut m, &[(0, 0)]),
+            Err(QueueError::NotReady)
         );
     }
 
