@@ -755,6 +755,7 @@ impl Machine {
         } else if (UART_BASE..UART_BASE + UART_SIZE).contains(&gpa) && width == 1 {
             vm.vcpus[c].stats.mmio_uart += 1;
             let off = gpa - UART_BASE;
+            let line_before = vm.uart.irq();
             let r = if op.is_store {
                 if let Some(b) = vm.uart.write(off, store_val as u8) {
                     vm.emit(&[b]);
@@ -763,7 +764,11 @@ impl Machine {
             } else {
                 Some(vm.uart.read(off) as u64)
             };
-            woken = vm.sync_irqs();
+            // Most UART accesses (LSR polls, THR writes, the scratch
+            // register) change no interrupt line: skip the full recompute.
+            if vm.uart.irq() != line_before || !vm.input.is_empty() {
+                woken = vm.sync_irqs();
+            }
             r
         } else if gpa >= VIRTIO_BASE {
             match vm.virtio_access(gpa, op.is_store, width, store_val) {

@@ -15,12 +15,16 @@ const MAX_QUEUED: usize = 64 * 1024;
 
 static QUEUE: TicketMutex<VecDeque<u8>> = TicketMutex::new(VecDeque::new());
 static DRAINING: AtomicBool = AtomicBool::new(false);
+/// Bytes may be queued; set and cleared only with QUEUE locked, read
+/// without it so the common "nothing to print" drain costs one load.
+static PENDING: AtomicBool = AtomicBool::new(false);
 
 /// Queues bytes for the console (raw, no newline translation).
 pub fn write(bytes: &[u8]) {
     let full = {
         let mut q = QUEUE.lock();
         q.extend(bytes.iter().copied());
+        PENDING.store(true, Ordering::Release);
         q.len() > MAX_QUEUED
     };
     if full {
@@ -30,7 +34,7 @@ pub fn write(bytes: &[u8]) {
 
 /// Writes queued bytes to the UART unless another hart already does.
 pub fn drain() {
-    if DRAINING.swap(true, Ordering::Acquire) {
+    if !PENDING.load(Ordering::Acquire) || DRAINING.swap(true, Ordering::Acquire) {
         return;
     }
     loop {
@@ -38,6 +42,9 @@ pub fn drain() {
         let n = {
             let mut q = QUEUE.lock();
             let n = q.len().min(chunk.len());
+            if n == 0 {
+                PENDING.store(false, Ordering::Release);
+            }
             for slot in chunk.iter_mut().take(n) {
                 *slot = q.pop_front().unwrap_or(0);
             }
@@ -53,7 +60,7 @@ pub fn drain() {
     DRAINING.store(false, Ordering::Release);
     // Bytes queued after our last look but before we released the flag
     // would otherwise wait for the next drain.
-    if !QUEUE.lock().is_empty() {
+    if PENDING.load(Ordering::Acquire) {
         drain();
     }
 }
