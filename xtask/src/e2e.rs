@@ -179,13 +179,7 @@ fn linux_shell(name: &str, opts: RunOpts) -> Result<(), String> {
                 return Err(format!("`ls /` does not show {dir}"));
             }
         }
-        s.send("poweroff -f\n")?;
-        let st = s.wait_exit(T_CMD)?;
-        no_panic(s)?;
-        if !st.success() {
-            return Err(format!("QEMU exited with {st} after poweroff -f"));
-        }
-        Ok(())
+        power_off(s)
     })
 }
 
@@ -198,13 +192,7 @@ fn linux_reboot(name: &str) -> Result<(), String> {
         s.expect("guest: init ready", T_LINUX)?;
         s.send("echo second boot \"\"alive\n")?;
         s.expect("second boot alive", T_CMD)?;
-        s.send("poweroff -f\n")?;
-        let st = s.wait_exit(T_CMD)?;
-        no_panic(s)?;
-        if !st.success() {
-            return Err(format!("QEMU exited with {st}"));
-        }
-        Ok(())
+        power_off(s)
     })
 }
 
@@ -244,13 +232,7 @@ fn linux_smp4_pinned(name: &str) -> Result<(), String> {
                 other => return Err(format!("cpu{cpu} ran no user work ({other:?})")),
             }
         }
-        s.send("poweroff -f\n")?;
-        let st = s.wait_exit(T_CMD)?;
-        no_panic(s)?;
-        if !st.success() {
-            return Err(format!("QEMU exited with {st}"));
-        }
-        Ok(())
+        power_off(s)
     })
 }
 
@@ -260,14 +242,29 @@ fn linux_oversubscribed(name: &str) -> Result<(), String> {
         s.expect("guest: init ready, 4 cpu(s)", T_LINUX)?;
         ask(s, "echo NPROC=$(nproc)", "NPROC=4")?;
         ask(s, "for i in 1 2 3 4; do (n=0; while [ $n -lt 5000 ]; do n=$((n+1)); done) & done; wait; echo work\"\"-done", "work-done")?;
-        s.send("poweroff -f\n")?;
-        let st = s.wait_exit(T_CMD)?;
-        no_panic(s)?;
-        if !st.success() {
-            return Err(format!("QEMU exited with {st}"));
-        }
-        Ok(())
+        power_off(s)
     })
+}
+
+/// Types `poweroff -f` into the focused VM and expects QEMU to exit 0
+/// without a hypervisor panic.
+fn power_off(s: &mut Session) -> Result<(), String> {
+    s.send("poweroff -f\n")?;
+    let st = s.wait_exit(T_CMD)?;
+    no_panic(s)?;
+    if !st.success() {
+        return Err(format!("QEMU exited with {st} after poweroff -f"));
+    }
+    Ok(())
+}
+
+/// Writes a file under target/e2e (configs, images) and returns its path.
+fn write_e2e_file(name: &str, contents: impl AsRef<[u8]>) -> Result<PathBuf, String> {
+    let dir = images::root().join("target/e2e");
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let path = dir.join(name);
+    std::fs::write(&path, contents).map_err(|e| e.to_string())?;
+    Ok(path)
 }
 
 fn config_session(name: &str, config: &std::path::Path) -> Result<Session, String> {
@@ -320,13 +317,7 @@ fn multi_vm_consoles(name: &str) -> Result<(), String> {
         s.send("\x010")?;
         s.expect("console input -> VM 0", T_CMD)?;
         ask(&mut s, "echo still $((1+1)) here", "[web] still 2 here")?;
-        s.send("poweroff -f\n")?;
-        let st = s.wait_exit(T_CMD)?;
-        no_panic(&s)?;
-        if !st.success() {
-            return Err(format!("QEMU exited with {st}"));
-        }
-        Ok(())
+        power_off(&mut s)
     })();
     finish(name, &mut s, r)
 }
@@ -353,14 +344,7 @@ fn testkernel_suite_mode(name: &str, opts: RunOpts) -> Result<(), String> {
 /// The hostile test kernel attacks the hypervisor while a Linux VM keeps
 /// answering; each refused kind of action is logged at most once.
 fn hostile_guest(name: &str) -> Result<(), String> {
-    let dir = images::root().join("target/e2e");
-    let _ = std::fs::create_dir_all(&dir);
-    let cfg = dir.join("hostile.toml");
-    std::fs::write(
-        &cfg,
-        "[machine]\nharts = 2\n\n[[vm]]\nname = \"bystander\"\nvcpus = 1\nmemory = \"256M\"\nkernel = \"linux\"\ninitrd = \"busybox\"\nbootargs = \"console=ttyS0\"\nconsole = true\n\n[[vm]]\nname = \"hostile\"\nvcpus = 2\nmemory = \"64M\"\nkernel = \"testkernel\"\nbootargs = \"mode=hostile\"\n",
-    )
-    .map_err(|e| e.to_string())?;
+    let cfg = write_e2e_file("hostile.toml", "[machine]\nharts = 2\n\n[[vm]]\nname = \"bystander\"\nvcpus = 1\nmemory = \"256M\"\nkernel = \"linux\"\ninitrd = \"busybox\"\nbootargs = \"console=ttyS0\"\nconsole = true\n\n[[vm]]\nname = \"hostile\"\nvcpus = 2\nmemory = \"64M\"\nkernel = \"testkernel\"\nbootargs = \"mode=hostile\"\n")?;
     let mut s = config_session(name, &cfg)?;
     let r = (|| {
         s.expect("[hostile] hostile: hypervisor still answering", T_LINUX)?;
@@ -385,27 +369,14 @@ fn hostile_guest(name: &str) -> Result<(), String> {
         if kinds.len() != n || n > 8 {
             return Err(format!("refusals logged more than once per kind: {warns:#?}"));
         }
-        s.send("poweroff -f\n")?;
-        let st = s.wait_exit(T_CMD)?;
-        no_panic(&s)?;
-        if !st.success() {
-            return Err(format!("QEMU exited with {st}"));
-        }
-        Ok(())
+        power_off(&mut s)
     })();
     finish(name, &mut s, r)
 }
 
 /// A crashing VM is stopped and reported while a Linux VM keeps answering.
 fn vm_crash_isolated(name: &str) -> Result<(), String> {
-    let dir = images::root().join("target/e2e");
-    let _ = std::fs::create_dir_all(&dir);
-    let cfg = dir.join("crash-isolated.toml");
-    std::fs::write(
-        &cfg,
-        "[machine]\nharts = 2\n\n[[vm]]\nname = \"victim\"\nvcpus = 1\nmemory = \"256M\"\nkernel = \"linux\"\ninitrd = \"busybox\"\nbootargs = \"console=ttyS0\"\nconsole = true\n\n[[vm]]\nname = \"crasher\"\nvcpus = 1\nmemory = \"64M\"\nkernel = \"testkernel\"\nbootargs = \"mode=crash\"\n",
-    )
-    .map_err(|e| e.to_string())?;
+    let cfg = write_e2e_file("crash-isolated.toml", "[machine]\nharts = 2\n\n[[vm]]\nname = \"victim\"\nvcpus = 1\nmemory = \"256M\"\nkernel = \"linux\"\ninitrd = \"busybox\"\nbootargs = \"console=ttyS0\"\nconsole = true\n\n[[vm]]\nname = \"crasher\"\nvcpus = 1\nmemory = \"64M\"\nkernel = \"testkernel\"\nbootargs = \"mode=crash\"\n")?;
     let mut s = config_session(name, &cfg)?;
     let r = (|| {
         s.expect("VM crasher stopped: guest crashed", T_LINUX)?;
@@ -545,13 +516,7 @@ fn virtio_blk_windows(name: &str) -> Result<(), String> {
         s.expect("VM right stopped", T_CMD)?;
         s.send("\x010")?;
         s.expect("console input -> VM 0", T_CMD)?;
-        s.send("poweroff -f\n")?;
-        let st = s.wait_exit(T_CMD)?;
-        no_panic(&s)?;
-        if !st.success() {
-            return Err(format!("QEMU exited with {st}"));
-        }
-        Ok(())
+        power_off(&mut s)
     })();
     finish(name, &mut s, r)?;
     let data = std::fs::read(&img).map_err(|e| e.to_string())?;

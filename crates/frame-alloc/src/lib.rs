@@ -43,8 +43,7 @@ impl FrameAllocator {
 
     /// Adds RAM `[base, base+size)` minus every range in `holes`, trimmed to pages.
     pub fn add_region(&mut self, base: u64, size: u64, holes: &[Range]) {
-        let mut pieces = Vec::new();
-        pieces.push(Range { base, size });
+        let mut pieces = alloc::vec![Range { base, size }];
         for h in holes {
             let mut next = Vec::new();
             for p in pieces {

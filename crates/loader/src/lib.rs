@@ -12,7 +12,7 @@
 extern crate std;
 
 /// `"RISCV\0\0\0"` at offset 48 (deprecated but still written by Linux).
-pub const MAGIC: u64 = 0x5643_5349_52;
+pub const MAGIC: u64 = 0x0000_0056_4353_4952;
 /// `"RSC\x05"` at offset 56.
 pub const MAGIC2: u32 = 0x0543_5352;
 pub const HEADER_SIZE: usize = 64;
@@ -106,7 +106,7 @@ pub fn plan(
     let kernel_end_off = header.text_offset.checked_add(footprint).ok_or(too_big(u64::MAX))?;
     // The device tree lives in the last 2 MiB-aligned block (Linux maps it
     // early with a 2 MiB mapping, so it must not straddle that boundary).
-    if ram_size < MIB2 || ram_size % MIB2 != 0 {
+    if ram_size < MIB2 || !ram_size.is_multiple_of(MIB2) {
         return Err(too_big(MIB2));
     }
     let dtb_off = ram_size - MIB2;
