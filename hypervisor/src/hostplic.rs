@@ -28,11 +28,14 @@ impl HostPlic {
         let p = Self { base, context, uart_irq };
         p.write(0x20_0000 + context * 0x1000, 0);
         if let Some(irq) = uart_irq {
-            p.write(4 * irq as u64, 1);
-            let word = 0x2000 + context * 0x80 + 4 * (irq as u64 / 32);
-            p.write(word, p.read(word) | 1 << (irq % 32));
+            p.enable(irq);
         }
         p
+    }
+
+    /// Routes `irq` to this context too (priority 1).
+    pub fn enable(&self, irq: u32) {
+        p_write_enable(self, irq);
     }
 
     pub fn claim(&self) -> Option<u32> {
@@ -45,4 +48,10 @@ impl HostPlic {
     pub fn complete(&self, irq: u32) {
         self.write(0x20_0004 + self.context * 0x1000, irq);
     }
+}
+
+fn p_write_enable(p: &HostPlic, irq: u32) {
+    p.write(4 * irq as u64, 1);
+    let word = 0x2000 + p.context * 0x80 + 4 * (irq as u64 / 32);
+    p.write(word, p.read(word) | 1 << (irq % 32));
 }

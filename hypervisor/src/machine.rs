@@ -77,9 +77,15 @@ pub struct Machine {
     pub console_hart: usize,
     /// The virtual Ethernet switch joining the VMs' NICs.
     pub switch: rivet_vswitch::Switch,
-    /// (vm, nic) behind each switch port (`PortId.0`).
+    /// (vm, nic) behind each switch port (`PortId.0`); `UPLINK` for the
+    /// machine's NIC.
     pub port_owner: Vec<(usize, usize)>,
+    /// The machine's NIC bridged into one network, and its switch port.
+    pub uplink: Option<(crate::physdev::PhysNet, rivet_vswitch::PortId)>,
 }
+
+/// `port_owner` entry of the uplink port.
+pub const UPLINK: (usize, usize) = (usize::MAX - 1, 0);
 
 static MACHINE: spin::Once<HartMutex<Machine>> = spin::Once::new();
 
@@ -239,6 +245,7 @@ impl Machine {
             console_hart: 0,
             switch: rivet_vswitch::Switch::new(),
             port_owner: Vec::new(),
+            uplink: None,
         }
     }
 
@@ -441,6 +448,9 @@ impl Machine {
                     while let Some(irq) = p.claim() {
                         if Some(irq) == p.uart_irq {
                             self.drain_uart(h);
+                        } else if let Some((dev, _)) = self.uplink.as_mut() {
+                            // The machine's NIC: frames are taken in pump_net below.
+                            dev.ack_interrupt();
                         }
                         p.complete(irq);
                     }
@@ -819,7 +829,48 @@ impl Machine {
         let mut touched = 0u64;
         for _round in 0..4 {
             let mut moved = false;
-            let Machine { switch, vms, port_owner, .. } = self;
+            let Machine { switch, vms, port_owner, uplink, .. } = self;
+            // Frames from the outside world, at most a queue's worth.
+            let mut inbound: Vec<Vec<u8>> = Vec::new();
+            if let Some((dev, _)) = uplink.as_mut() {
+                while inbound.len() < 16 && dev.can_recv() {
+                    match dev.receive() {
+                        Ok(rx) => {
+                            inbound.push(rx.packet().to_vec());
+                            let _ = dev.recycle_rx_buffer(rx);
+                        }
+                        Err(_) => break,
+                    }
+                }
+            }
+            let mut deliver = |to: rivet_vswitch::PortId, fr: &[u8], vms: &mut Vec<Vm>, touched: &mut u64| {
+                match port_owner.get(to.0 as usize) {
+                    Some(&UPLINK) => {
+                        if let Some((dev, _)) = uplink.as_mut() {
+                            let _ = dev.send(virtio_drivers::device::net::TxBuffer::from(fr));
+                        }
+                    }
+                    Some(&(dv, dk)) => {
+                        if let Some(vm) = vms.get_mut(dv) {
+                            if vm.running() {
+                                if let Some(n) = vm.nets.get_mut(dk) {
+                                    n.slot.dev.device_mut().receive(fr);
+                                }
+                                if dv < 64 {
+                                    *touched |= 1 << dv;
+                                }
+                            }
+                        }
+                    }
+                    None => {}
+                }
+            };
+            if let Some(up) = port_owner.iter().position(|&o| o == UPLINK) {
+                for frame in &inbound {
+                    moved = true;
+                    switch.input(rivet_vswitch::PortId(up as u16), frame, &mut |to, fr| deliver(to, fr, vms, &mut touched));
+                }
+            }
             for v in 0..vms.len() {
                 for k in 0..vms[v].nets.len() {
                     let port = vms[v].nets[k].port;
@@ -828,20 +879,7 @@ impl Machine {
                         if v < 64 {
                             touched |= 1 << v;
                         }
-                        switch.input(port, &frame, &mut |to, fr| {
-                            if let Some(&(dv, dk)) = port_owner.get(to.0 as usize) {
-                                if let Some(vm) = vms.get_mut(dv) {
-                                    if vm.running() {
-                                        if let Some(n) = vm.nets.get_mut(dk) {
-                                            n.slot.dev.device_mut().receive(fr);
-                                        }
-                                        if dv < 64 {
-                                            touched |= 1 << dv;
-                                        }
-                                    }
-                                }
-                            }
-                        });
+                        switch.input(port, &frame, &mut |to, fr| deliver(to, fr, vms, &mut touched));
                     }
                 }
             }

@@ -177,7 +177,7 @@ extern "C" fn rust_main(hartid: u64, dtb_pa: u64) -> ! {
         Some(pa) => physdev::init_dma_pool(pa, dma),
         None => fail(format_args!("no memory for virtio DMA")),
     }
-    let phys = physdev::probe(&host.virtio_mmio);
+    let mut phys = physdev::probe(&host.virtio_mmio);
     let multi = bundle.vm_count() > 1;
     // VMIDs 1..=max; when VMs outnumber them they are shared and a hart
     // flushes the VMID when it switches between VMs that share it.
@@ -227,9 +227,29 @@ extern "C" fn rust_main(hartid: u64, dtb_pa: u64) -> ! {
             }
         }
     }
+    let mut uplink_irq = None;
+    if let Some(net) = bundle.uplink {
+        match (phys.net.take(), u16::try_from(net)) {
+            (Some((mut dev, irq)), Ok(net)) => match machine.switch.add_uplink(rivet_vswitch::NetworkId(net)) {
+                Some(port) => {
+                    dev.enable_interrupts();
+                    machine.port_owner.push(machine::UPLINK);
+                    machine.uplink = Some((dev, port));
+                    uplink_irq = irq;
+                    log::info!("network {net}: uplink through the machine's virtio-net");
+                }
+                None => log::warn!("uplink: the virtual switch is full"),
+            },
+            _ => log::warn!("uplink requested but the machine has no usable virtio-net"),
+        }
+    }
     if let Some(p) = &host.plic {
         if let Some((ctx, _)) = p.contexts.iter().enumerate().find(|(_, (h, irq))| *h == hartid && *irq == 9) {
-            machine.host_plic = Some(hostplic::HostPlic::new(p.base, ctx as u64, host.uart.as_ref().and_then(|u| u.irq)));
+            let hp = hostplic::HostPlic::new(p.base, ctx as u64, host.uart.as_ref().and_then(|u| u.irq));
+            if let Some(irq) = uplink_irq {
+                hp.enable(irq);
+            }
+            machine.host_plic = Some(hp);
         }
     }
 

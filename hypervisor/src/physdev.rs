@@ -16,6 +16,7 @@ use spin::Mutex;
 use rivet_virtio::blk::{BackendError, BlockBackend};
 use rivet_virtio::rng::EntropySource;
 use virtio_drivers::device::blk::VirtIOBlk;
+use virtio_drivers::device::net::VirtIONet;
 use virtio_drivers::device::rng::VirtIORng;
 use virtio_drivers::transport::mmio::{MmioTransport, VirtIOHeader};
 use virtio_drivers::transport::{DeviceType, Transport};
@@ -64,6 +65,11 @@ unsafe impl Hal for HalImpl {
 
 pub type PhysBlk = VirtIOBlk<HalImpl, MmioTransport<'static>>;
 pub type PhysRng = VirtIORng<HalImpl, MmioTransport<'static>>;
+pub type PhysNet = VirtIONet<HalImpl, MmioTransport<'static>, 16>;
+
+/// Receive buffer size for the machine's NIC (a full Ethernet frame plus
+/// the virtio-net header).
+const NET_BUF: usize = 2048;
 
 pub struct PhysDisk {
     /// N of the serial `rivet-disk<N>`.
@@ -77,6 +83,8 @@ pub struct PhysDisk {
 pub struct PhysDevices {
     pub disks: Vec<PhysDisk>,
     pub rng: Option<Arc<Mutex<PhysRng>>>,
+    /// The machine's NIC (for a network's uplink) and its interrupt.
+    pub net: Option<(PhysNet, Option<u32>)>,
 }
 
 /// Probes the host's virtio-mmio slots and starts drivers for the disks
@@ -109,6 +117,13 @@ pub fn probe(slots: &[rivet_devtree::Device]) -> PhysDevices {
                     }
                 }
                 Err(e) => log::warn!("virtio-blk at {:#x}: driver init failed: {e:?}", d.base),
+            },
+            DeviceType::Network => match PhysNet::new(transport, NET_BUF) {
+                Ok(net) => {
+                    log::info!("network: virtio-net at {:#x} (uplink candidate)", d.base);
+                    found.net = Some((net, d.irq));
+                }
+                Err(e) => log::warn!("virtio-net at {:#x}: driver init failed: {e:?}", d.base),
             },
             DeviceType::EntropySource => match PhysRng::new(transport) {
                 Ok(rng) => {

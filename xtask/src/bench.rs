@@ -304,6 +304,25 @@ fn linux_opts(kernel: &Path, initramfs: &Path, vcpus: u32, harts: u32, log: u32)
     }
 }
 
+/// Linux with the benchmark's disk (1 vCPU on 1 hart, like `linux.1`).
+fn blk_opts(kernel: &Path, initramfs: &Path, img: &Path) -> RunOpts {
+    RunOpts { disks: vec![(img.to_path_buf(), false)], ..linux_opts(kernel, initramfs, 1, 1, 3) }
+}
+
+/// The two-VM network machine of `net.toml`.
+fn net_opts(cfg: &Path) -> RunOpts {
+    RunOpts { config: Some(cfg.to_path_buf()), icount: true, ..RunOpts::default() }
+}
+
+/// Native QEMU with the same image on QEMU's own virtio-blk (the options
+/// Rivet's machine uses for its disk, less the serial).
+fn native_blk_command(kernel: &Path, initramfs: &Path, img: &Path) -> Command {
+    let mut c = native_command(kernel, Some(initramfs), "console=ttyS0", 1, true);
+    c.arg("-drive").arg(format!("file={},if=none,format=raw,id=d0,cache=writeback", img.display()));
+    c.args(["-device", "virtio-blk-device,drive=d0"]);
+    c
+}
+
 /// (key, vCPUs, Sstc): each benchmark run alone for its exit count.
 const EXIT_PLAN: &[(&str, u32, bool)] = &[
     ("sbi.null", 1, true),
@@ -644,6 +663,233 @@ fn record_boot(samples: &mut Samples, rivet: bool, vcpus: u32, b: &Boot) {
     samples.push(rivet, &k("wall"), b.wall_s);
 }
 
+// ---------------------------------------------------------------- I/O
+
+/// One guest command can take a while of wall time (TCG copies megabytes).
+const T_IO: Duration = Duration::from_secs(120);
+/// The virtio-blk image: 64 MiB of zeros, written anew before every boot
+/// (fully allocated on the host, and in the host's page cache on both
+/// sides alike).
+const BLK_IMAGE_BYTES: usize = 64 << 20;
+/// Every disk transfer: 512 blocks of 64 KiB = 32 MiB.
+const BLK_BS_KIB: u64 = 64;
+const BLK_COUNT: u64 = 512;
+/// The TCP transfer: 64 blocks of 64 KiB = 4 MiB from a tmpfs file.
+const TCP_COUNT: u64 = 64;
+const PING_COUNT: usize = 10;
+
+/// `bench-io <label> <n> [<n> ...]` printed by the guest scripts: the
+/// numbers after the label. (The typed command line reads `bench""-io`,
+/// so its echo never matches.)
+pub fn parse_io(output: &str, label: &str) -> Option<Vec<u64>> {
+    let pat = format!("bench-io {label} ");
+    output.lines().find_map(|l| {
+        let rest = &l[l.find(&pat)? + pat.len()..];
+        let v: Vec<u64> = rest.split_whitespace().map_while(|w| w.parse().ok()).collect();
+        (!v.is_empty()).then_some(v)
+    })
+}
+
+/// `<label> <before> <after>` → after − before (ticks).
+pub fn io_interval(output: &str, label: &str) -> Option<u64> {
+    match parse_io(output, label)?.as_slice() {
+        [a, b, ..] if b >= a => Some(b - a),
+        _ => None,
+    }
+}
+
+/// A shell line that runs `cmd` between two /rdtime probes and prints
+/// `bench-io <label> <before> <after>`.
+pub fn timed(label: &str, cmd: &str) -> String {
+    format!("a=$(/rdtime); {cmd}; b=$(/rdtime); echo \"bench\"\"-io {label} $a $b\"\n")
+}
+
+/// The round-trip times (ms) of busybox ping's reply lines
+/// (`64 bytes from 10.0.0.1: seq=0 ttl=64 time=0.812 ms`).
+pub fn parse_ping_rtts(output: &str) -> Vec<f64> {
+    output
+        .lines()
+        .filter(|l| l.contains("bytes from"))
+        .filter_map(|l| {
+            let t = &l[l.find("time=")? + "time=".len()..];
+            t.split_whitespace().next()?.parse().ok()
+        })
+        .collect()
+}
+
+/// MiB/s for `bytes` moved in `ticks` of the time CSR.
+pub fn mib_per_s(bytes: u64, ticks: f64, timebase: f64) -> Option<f64> {
+    (ticks > 0.0).then(|| bytes as f64 / (1u64 << 20) as f64 / (ticks / timebase))
+}
+
+/// The disk steps, in one boot, in this order: (label, command). Each is
+/// timed with [`timed`]; `probe` times nothing (two probes back to back)
+/// and is subtracted from the others. Before `read-cold` the guest drops
+/// its page cache (untimed).
+const BLK_STEPS: &[(&str, &str)] = &[
+    ("probe", ":"),
+    ("write-direct", "dd if=/dev/zero of=/dev/vda bs=64k count=512 oflag=direct 2>>/tmp/dd.log"),
+    ("read-direct", "dd if=/dev/vda of=/dev/null bs=64k count=512 iflag=direct 2>>/tmp/dd.log"),
+    ("write-fsync", "dd if=/dev/zero of=/dev/vda bs=64k count=512 conv=fsync 2>>/tmp/dd.log"),
+    ("read-cold", "dd if=/dev/vda of=/dev/null bs=64k count=512 2>>/tmp/dd.log"),
+];
+
+/// (step label, metric key, row label, note) of the disk rows.
+const BLK_ROWS: &[(&str, &str, &str, &str)] = &[
+    (
+        "read-direct",
+        "blk.read_direct.mibs",
+        "virtio-blk seq. read, O_DIRECT, 64 KiB × 512",
+        "dd iflag=direct: one 64 KiB request at a time, no page cache",
+    ),
+    (
+        "write-direct",
+        "blk.write_direct.mibs",
+        "virtio-blk seq. write, O_DIRECT, 64 KiB × 512",
+        "dd oflag=direct: one 64 KiB request at a time, no page cache",
+    ),
+    (
+        "read-cold",
+        "blk.read_cold.mibs",
+        "virtio-blk seq. read, buffered, after drop_caches",
+        "dd through the page cache with readahead, cache dropped first",
+    ),
+    (
+        "write-fsync",
+        "blk.write_fsync.mibs",
+        "virtio-blk seq. write, buffered + fsync",
+        "dd conv=fsync: page cache, writeback and a flush, all in the interval",
+    ),
+];
+
+/// The disk figures of one boot, by metric key.
+fn blk_run(cmd: Command, out: &Out, name: &str, timebase: f64) -> Result<BTreeMap<String, f64>, String> {
+    let mut s = Session::spawn(cmd)?;
+    let r = (|| {
+        s.expect("guest: init ready, 1 cpu(s)", T_LINUX)?;
+        s.send("echo SIZE=$(cat /sys/block/vda/size) size\"\"-read\n")?;
+        s.expect("size-read", T_IO)?;
+        for &(label, step) in BLK_STEPS {
+            if label == "read-cold" {
+                s.send("sync; echo 3 > /proc/sys/vm/drop_caches; echo dropped\"\"-caches\n")?;
+                s.expect("dropped-caches", T_IO)?;
+            }
+            s.send(&timed(label, step))?;
+            s.expect(&format!("bench-io {label} "), T_IO)?;
+        }
+        s.send("cat /tmp/dd.log; poweroff -f\n")?;
+        s.wait_exit(T_LINUX)?;
+        Ok::<(), String>(())
+    })();
+    out.log(name, &s);
+    let text = s.output();
+    r.map_err(|e| format!("{name}: {e}\n{}", tail(&text, 25)))?;
+    if text.contains("PANIC") {
+        return Err(format!("{name}: the hypervisor panicked\n{}", tail(&text, 25)));
+    }
+    let want = format!("SIZE={}", BLK_IMAGE_BYTES / 512);
+    if !text.contains(&want) {
+        return Err(format!("{name}: the guest's /dev/vda is not {} MiB ({want} expected)", BLK_IMAGE_BYTES >> 20));
+    }
+    let probe = io_interval(&text, "probe").ok_or(format!("{name}: no probe interval"))?;
+    let mut m = BTreeMap::new();
+    m.insert("linux.probe.us".to_string(), probe as f64 * 1e6 / timebase);
+    let bytes = BLK_BS_KIB * 1024 * BLK_COUNT;
+    for &(label, key, _, _) in BLK_ROWS {
+        let t = io_interval(&text, label).ok_or(format!("{name}: no {label} interval"))?;
+        let v = mib_per_s(bytes, t.saturating_sub(probe) as f64, timebase).ok_or(format!("{name}: empty {label} interval"))?;
+        m.insert(key.to_string(), v);
+    }
+    Ok(m)
+}
+
+/// The two-VM network machine: alpha (10.0.0.1, console) and beta
+/// (10.0.0.2), one vCPU each, each pinned to its own hart, on network "lan".
+fn net_config(kernel: &Path, initramfs: &Path) -> String {
+    let vm = |name: &str, hart: u32, console: bool| {
+        format!(
+            "\n[[vm]]\nname = \"{name}\"\nvcpus = 1\nmemory = \"256M\"\nkernel = \"{}\"\ninitrd = \"{}\"\n\
+             bootargs = \"console=ttyS0\"\npin = [{hart}]\n{}[[vm.nic]]\nnetwork = \"lan\"\n",
+            kernel.display(),
+            initramfs.display(),
+            if console { "console = true\n" } else { "" }
+        )
+    };
+    format!("[machine]\nharts = 2\n{}{}", vm("alpha", 0, true), vm("beta", 1, false))
+}
+
+/// Waits until every pattern has appeared anywhere in the output.
+fn wait_all(s: &Session, pats: &[&str], timeout: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let out = s.output();
+        let Some(missing) = pats.iter().find(|p| !out.contains(**p)) else { return Ok(()) };
+        if Instant::now() > deadline {
+            return Err(format!("timed out after {timeout:?} waiting for {missing:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The network figures of one run: ping RTTs (µs), TCP MiB/s, by key.
+fn net_run(cmd: Command, out: &Out, name: &str, timebase: f64) -> Result<BTreeMap<String, f64>, String> {
+    let mut s = Session::spawn(cmd)?;
+    let r = (|| {
+        wait_all(&s, &["[alpha] guest: init ready", "[beta] guest: init ready"], T_LINUX)?;
+        s.send("ip addr add 10.0.0.1/24 dev eth0 && ip link set eth0 up && echo alpha\"\"-up\n")?;
+        s.expect("[alpha] alpha-up", T_IO)?;
+        // The receiver stamps the time once its nc has seen the sender's
+        // FIN, i.e. every byte has arrived.
+        s.send("(nc -l -p 5000 < /dev/null > /dev/null; echo \"bench\"\"-io tcp-recv-end $(/rdtime)\") &\n")?;
+        s.send("echo listen\"\"-started\n")?;
+        s.expect("[alpha] listen-started", T_IO)?;
+        s.send("\x01n")?;
+        s.expect("console input -> VM 1", T_IO)?;
+        s.send("ip addr add 10.0.0.2/24 dev eth0 && ip link set eth0 up && echo beta\"\"-up\n")?;
+        s.expect("[beta] beta-up", T_IO)?;
+        // Warm-up: ARP resolved and both stacks awake before measuring.
+        s.send("ping -c 2 10.0.0.1 > /dev/null; echo warm\"\"-done\n")?;
+        s.expect("[beta] warm-done", T_IO)?;
+        s.send(&format!("ping -c {PING_COUNT} 10.0.0.1 > /tmp/ping; echo \"bench\"\"-io ping-done 1\"\n"))?;
+        s.expect("bench-io ping-done ", T_IO)?;
+        s.send("cat /tmp/ping; echo ping\"\"-shown\n")?;
+        s.expect("[beta] ping-shown", T_IO)?;
+        s.send(&format!("dd if=/dev/zero of=/tmp/f bs=64k count={TCP_COUNT} 2>/dev/null; echo file\"\"-made\n"))?;
+        s.expect("[beta] file-made", T_IO)?;
+        s.send(&timed("probe", ":"))?;
+        s.expect("bench-io probe ", T_IO)?;
+        s.send(&timed("tcp-send", "nc -w 3 10.0.0.1 5000 < /tmp/f"))?;
+        wait_all(&s, &["bench-io tcp-send ", "bench-io tcp-recv-end "], T_IO)?;
+        s.send("\x01x")?;
+        s.wait_exit(T_IO)?;
+        Ok::<(), String>(())
+    })();
+    out.log(name, &s);
+    let text = s.output();
+    r.map_err(|e| format!("{name}: {e}\n{}", tail(&text, 25)))?;
+    if text.contains("PANIC") {
+        return Err(format!("{name}: the hypervisor panicked\n{}", tail(&text, 25)));
+    }
+    let mut m = BTreeMap::new();
+    let rtts = parse_ping_rtts(&text);
+    if rtts.len() != PING_COUNT {
+        return Err(format!("{name}: {} of {PING_COUNT} ping replies", rtts.len()));
+    }
+    let rtt = stats(&rtts).ok_or(format!("{name}: no ping times"))?;
+    m.insert("net.ping.us".to_string(), rtt.median * 1e3);
+    let start = parse_io(&text, "tcp-send").and_then(|v| v.first().copied()).ok_or(format!("{name}: no send stamp"))?;
+    let end = parse_io(&text, "tcp-recv-end").and_then(|v| v.first().copied()).ok_or(format!("{name}: no receive stamp"))?;
+    let probe = io_interval(&text, "probe").unwrap_or(0);
+    let ticks = end.checked_sub(start).ok_or(format!("{name}: receiver finished before the sender started"))?;
+    let bytes = BLK_BS_KIB * 1024 * TCP_COUNT;
+    let v = mib_per_s(bytes, ticks.saturating_sub(probe) as f64, timebase).ok_or(format!("{name}: empty TCP interval"))?;
+    m.insert("net.tcp.mibs".to_string(), v);
+    if let Some(send) = io_interval(&text, "tcp-send") {
+        m.insert("net.tcp_sender.ms".to_string(), send as f64 * 1e3 / timebase);
+    }
+    Ok(m)
+}
+
 // ---------------------------------------------------------------- SVG
 
 /// One group of bars: a label and native / Rivet values (same unit).
@@ -722,7 +968,7 @@ pub fn svg_chart(title: &str, rows: &[ChartRow]) -> String {
     }
     let _ = writeln!(
         s,
-        r#"<text x="10" y="{:.1}" fill="gray">log scale; units per row as in results.md (instructions, ns or ms of icount guest time)</text>"#,
+        r#"<text x="10" y="{:.1}" fill="gray">log scale; units per row as in results.md (instructions, ns, µs, ms or MiB/s of icount guest time)</text>"#,
         height - 12.0
     );
     s.push_str("</svg>\n");
@@ -781,13 +1027,16 @@ fn json_map(m: &BTreeMap<String, u64>) -> String {
 
 struct Opts {
     runs: usize,
+    micro: bool,
     linux: bool,
+    linux_boot: bool,
     linux_smp: bool,
     exits: bool,
+    io: bool,
 }
 
 fn parse_opts(args: &[String]) -> Result<Opts, String> {
-    let mut o = Opts { runs: 3, linux: true, linux_smp: true, exits: true };
+    let mut o = Opts { runs: 3, micro: true, linux: true, linux_boot: true, linux_smp: true, exits: true, io: true };
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -800,8 +1049,21 @@ fn parse_opts(args: &[String]) -> Result<Opts, String> {
             }
             "--no-linux" => o.linux = false,
             "--no-exits" => o.exits = false,
+            "--no-io" => o.io = false,
+            "--io-only" => {
+                o.micro = false;
+                o.exits = false;
+                o.linux_boot = false;
+                o.io = true;
+            }
             "-h" | "--help" => {
-                return Err("usage: cargo xtask bench [--runs N] [--quick] [--no-linux] [--no-exits]".into())
+                return Err(
+                    "usage: cargo xtask bench [--runs N] [--quick] [--no-linux] [--no-exits] [--no-io] [--io-only]\n\
+                     \x20 --no-linux  no Linux at all (boots, disk, network)\n\
+                     \x20 --no-io     skip the virtio-blk and virtio-net benchmarks\n\
+                     \x20 --io-only   only the virtio-blk and virtio-net benchmarks"
+                        .into(),
+                )
             }
             other => return Err(format!("unknown bench option {other:?}")),
         }
@@ -874,16 +1136,27 @@ pub fn bench(args: &[String]) -> Result<u8, String> {
     } else {
         None
     };
-    let linux_cfgs: Vec<u32> = match (&linux, o.linux_smp) {
-        (None, _) => vec![],
-        (Some(_), false) => vec![1],
-        (Some(_), true) => vec![1, 2],
+    let linux_cfgs: Vec<u32> = match (&linux, o.linux_boot, o.linux_smp) {
+        (None, _, _) | (_, false, _) => vec![],
+        (Some(_), true, false) => vec![1],
+        (Some(_), true, true) => vec![1, 2],
+    };
+    // The I/O benchmarks' disk image and two-VM network configuration.
+    let io = match &linux {
+        Some((kernel, initramfs)) if o.io => {
+            let img = bin.join("blk.img");
+            std::fs::write(&img, vec![0u8; BLK_IMAGE_BYTES]).map_err(|e| format!("{}: {e}", img.display()))?;
+            let cfg = bin.join("net.toml");
+            std::fs::write(&cfg, net_config(kernel, initramfs)).map_err(|e| format!("{}: {e}", cfg.display()))?;
+            Some((img, cfg))
+        }
+        _ => None,
     };
     // Prepare every Rivet machine now (one build, one short window in which
     // the tree must compile), then run them all from the frozen copies.
     println!("== preparing Rivet boot bundles");
     for &(_, rivet, harts, sstc, append) in MICRO_PLAN {
-        if rivet {
+        if rivet && o.micro {
             rivets.command(&micro_opts(append, harts, sstc))?;
         }
     }
@@ -901,14 +1174,21 @@ pub fn bench(args: &[String]) -> Result<u8, String> {
             }
         }
     }
+    if let (Some((kernel, initramfs)), Some((img, cfg))) = (&linux, &io) {
+        rivets.command(&blk_opts(kernel, initramfs, img))?;
+        rivets.command(&net_opts(cfg))?;
+    }
     let mut samples = Samples::default();
     let mut timebase = DEFAULT_TIMEBASE;
     let mut micro_wall: (Vec<f64>, Vec<f64>) = (Vec::new(), Vec::new());
 
     // 1. Micro-benchmarks.
-    println!("== micro-benchmarks ({} run(s) each, native and Rivet)", o.runs);
+    let micro_runs = if o.micro { o.runs } else { 0 };
+    if o.micro {
+        println!("== micro-benchmarks ({} run(s) each, native and Rivet)", o.runs);
+    }
     let mut failed_tags: Vec<&str> = Vec::new();
-    for run in 0..o.runs {
+    for run in 0..micro_runs {
         for &(tag, rivet, harts, sstc, append) in MICRO_PLAN {
             if failed_tags.contains(&tag) {
                 continue;
@@ -968,8 +1248,10 @@ pub fn bench(args: &[String]) -> Result<u8, String> {
     } else {
         "WARNING: instret and icount time disagree on busy loops; instret may not count the hypervisor's instructions".to_string()
     };
-    println!("bench: {instret_note}");
-    notes.push(instret_note);
+    if o.micro {
+        println!("bench: {instret_note}");
+        notes.push(instret_note);
+    }
 
     // Exits per iteration: each benchmark alone at log level 4, minus an
     // empty run (console output through DBCN is left out of both).
@@ -1092,9 +1374,80 @@ pub fn bench(args: &[String]) -> Result<u8, String> {
         }
     }
 
+    // 4. Disk and network I/O.
+    if let (Some((kernel, initramfs)), Some((img, cfg))) = (&linux, &io) {
+        println!("== virtio-blk (native and Rivet) and virtio-net (Rivet, two VMs), {} run(s) each", o.runs);
+        let (mut native_ok, mut rivet_ok, mut net_ok) = (true, true, true);
+        for run in 0..o.runs {
+            for rivet in [false, true] {
+                if !(if rivet { rivet_ok } else { native_ok }) {
+                    continue;
+                }
+                // A fresh, fully written image for every boot.
+                std::fs::write(img, vec![0u8; BLK_IMAGE_BYTES]).map_err(|e| format!("{}: {e}", img.display()))?;
+                let side = if rivet { "rivet" } else { "native" };
+                let cmd = if rivet { rivets.command(&blk_opts(kernel, initramfs, img))? } else { native_blk_command(kernel, initramfs, img) };
+                if run == 0 {
+                    println!("bench: blk {side}: {}", command_line(&cmd));
+                }
+                let t = Instant::now();
+                match blk_run(cmd, &out, &format!("blk-{side}-{run}"), timebase) {
+                    Ok(m) => {
+                        let show: Vec<String> = BLK_ROWS
+                            .iter()
+                            .filter_map(|(_, k, _, _)| m.get(*k).map(|v| format!("{} {}", k.trim_end_matches(".mibs"), fmt_num(*v))))
+                            .collect();
+                        println!(
+                            "bench: blk {side} run {}: {} MiB/s ({:.1} s wall)",
+                            run + 1,
+                            show.join(", "),
+                            t.elapsed().as_secs_f64()
+                        );
+                        for (k, v) in &m {
+                            samples.push(rivet, k, *v);
+                        }
+                    }
+                    Err(e) => {
+                        if rivet {
+                            rivet_ok = false;
+                        } else {
+                            native_ok = false;
+                        }
+                        failure(&mut notes, &format!("{side} virtio-blk"), &e);
+                    }
+                }
+            }
+            if net_ok {
+                let cmd = rivets.command(&net_opts(cfg))?;
+                if run == 0 {
+                    println!("bench: net rivet: {}", command_line(&cmd));
+                }
+                let t = Instant::now();
+                match net_run(cmd, &out, &format!("net-rivet-{run}"), timebase) {
+                    Ok(m) => {
+                        println!(
+                            "bench: net rivet run {}: ping rtt median {} µs, TCP {} MiB/s ({:.1} s wall)",
+                            run + 1,
+                            m.get("net.ping.us").map(|v| fmt_num(*v)).unwrap_or("?".into()),
+                            m.get("net.tcp.mibs").map(|v| fmt_num(*v)).unwrap_or("?".into()),
+                            t.elapsed().as_secs_f64()
+                        );
+                        for (k, v) in &m {
+                            samples.push(true, k, *v);
+                        }
+                    }
+                    Err(e) => {
+                        net_ok = false;
+                        failure(&mut notes, "Rivet virtio-net (two VMs)", &e);
+                    }
+                }
+            }
+        }
+    }
+
     // Results.
     let mut rows: Vec<Row> = Vec::new();
-    for &(key, label, unit, note) in MICRO_ROWS {
+    for &(key, label, unit, note) in MICRO_ROWS.iter().filter(|_| o.micro) {
         let native = samples.get(false, key);
         let rivet = samples.get(true, key);
         let mut note = note.to_string();
@@ -1155,15 +1508,60 @@ pub fn bench(args: &[String]) -> Result<u8, String> {
             });
         }
     }
-    rows.push(Row {
-        key: "micro.wall".into(),
-        label: "micro-benchmark run (1 hart), wall clock".into(),
-        unit: "s (host, reference only)".into(),
-        native: stats(&micro_wall.0),
-        rivet: stats(&micro_wall.1),
-        exits_per_iter: None,
-        note: "whole test-kernel run incl. QEMU start".into(),
-    });
+    if io.is_some() {
+        let row = |key: &str, label: &str, unit: &str, note: &str| Row {
+            key: key.into(),
+            label: label.into(),
+            unit: unit.into(),
+            native: samples.get(false, key),
+            rivet: samples.get(true, key),
+            exits_per_iter: None,
+            note: note.into(),
+        };
+        for &(_, key, label, note) in BLK_ROWS {
+            rows.push(row(
+                key,
+                label,
+                "MiB/s guest time",
+                &format!("{note}; 32 MiB on a 64 MiB raw image; Rivet: 1 vCPU on 1 hart; ratio < 1 = slower under Rivet"),
+            ));
+        }
+        rows.push(row(
+            "linux.probe.us",
+            "Linux: `a=$(/rdtime); b=$(/rdtime)` (2 fork+exec)",
+            "µs guest time",
+            "the probes' own cost, subtracted from every I/O interval",
+        ));
+        rows.push(row(
+            "net.ping.us",
+            "virtio-net ping RTT, VM → VM (median of 10)",
+            "µs guest time",
+            "Rivet only (native QEMU has no VM-to-VM path); two 1-vCPU VMs pinned to 2 harts, Rivet's switch",
+        ));
+        rows.push(row(
+            "net.tcp.mibs",
+            "virtio-net TCP, 4 MiB VM → VM (busybox nc)",
+            "MiB/s guest time",
+            "Rivet only; sender's start → receiver's nc saw EOF (all bytes in), time CSR of both VMs",
+        ));
+        rows.push(row(
+            "net.tcp_sender.ms",
+            "virtio-net TCP, sender's nc start → exit",
+            "ms guest time",
+            "reference: the sender's own interval (nc closes without waiting for the peer)",
+        ));
+    }
+    if o.micro {
+        rows.push(Row {
+            key: "micro.wall".into(),
+            label: "micro-benchmark run (1 hart), wall clock".into(),
+            unit: "s (host, reference only)".into(),
+            native: stats(&micro_wall.0),
+            rivet: stats(&micro_wall.1),
+            exits_per_iter: None,
+            note: "whole test-kernel run incl. QEMU start".into(),
+        });
+    }
 
     let goals = goals(&rows, &exits_per_iter, &exit_detail);
     let total_wall = t_all.elapsed().as_secs_f64();
@@ -1199,8 +1597,12 @@ fn short_label(r: &Row) -> String {
     base.replace("@nosstc", " (no Sstc)").replace("@2harts", " (2 harts)")
 }
 
-/// "instructions/call" → "instructions", "ms guest time" → "ms".
+/// "instructions/call" → "instructions", "ms guest time" → "ms",
+/// "MiB/s guest time" → "MiB/s".
 fn short_unit(u: &str) -> String {
+    if u.starts_with("MiB/s") {
+        return "MiB/s".into();
+    }
     u.split(['/', ' ']).next().unwrap_or("").to_string()
 }
 

@@ -83,6 +83,7 @@ fn cases() -> Vec<Case> {
         Case { name: "virtio-blk-ext4-persists", run: virtio_blk_ext4 },
         Case { name: "virtio-blk-windows-isolated", run: virtio_blk_windows },
         Case { name: "virtio-net-switch", run: virtio_net_switch },
+        Case { name: "virtio-net-uplink-host-forward", run: virtio_net_uplink },
         Case { name: "soak-short", run: soak_short },
         Case { name: "fuzz-smoke", run: |_| fuzz_smoke() },
         Case { name: "crashing-guest-is-stopped", run: crashing_guest },
@@ -615,6 +616,42 @@ fn virtio_net_switch(name: &str) -> Result<(), String> {
             return Err(format!("QEMU exited with {st}"));
         }
         Ok(())
+    })();
+    finish(name, &mut s, r)
+}
+
+/// A network bridged to QEMU's user-mode network (restrict=on): the guest
+/// reaches QEMU's gateway, and a TCP connection from the host to a forward
+/// on 127.0.0.1 reaches a busybox `nc -l` in the guest, bytes intact both
+/// ways.
+fn virtio_net_uplink(name: &str) -> Result<(), String> {
+    use std::io::{Read, Write};
+    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| e.to_string())?.port();
+    let cfg = write_e2e_file(
+        "uplink.toml",
+        format!(
+            "[machine]\nharts = 1\nuplink = \"lan\"\nforward = [\"{port}:10.0.2.15:8080\"]\n\n[[vm]]\nname = \"web\"\nvcpus = 1\nmemory = \"256M\"\nkernel = \"linux\"\ninitrd = \"busybox\"\nbootargs = \"console=ttyS0\"\n[[vm.nic]]\nnetwork = \"lan\"\n"
+        ),
+    )?;
+    let mut s = config_session(name, &cfg)?;
+    let r = (|| {
+        s.expect("guest: init ready", T_LINUX)?;
+        ask(&mut s, "ip addr add 10.0.2.15/24 dev eth0 && ip link set eth0 up && echo up\"\"-ok", "up-ok")?;
+        ask(&mut s, "ping -c 2 10.0.2.2 > /tmp/p; echo GW=$(grep -c 'bytes from' /tmp/p)", "GW=2")?;
+        s.send("(echo guest-says-hello | nc -l -p 8080 > /tmp/got; echo GOT=$(cat /tmp/got)) &\n")?;
+        std::thread::sleep(Duration::from_secs(2));
+        let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect 127.0.0.1:{port}: {e}"))?;
+        conn.set_read_timeout(Some(Duration::from_secs(20))).map_err(|e| e.to_string())?;
+        conn.write_all(b"host-says-hello\n").map_err(|e| e.to_string())?;
+        let mut buf = [0u8; 64];
+        let n = conn.read(&mut buf).map_err(|e| format!("read from guest: {e}"))?;
+        let got = String::from_utf8_lossy(&buf[..n]).to_string();
+        if got.trim() != "guest-says-hello" {
+            return Err(format!("host received {got:?}"));
+        }
+        drop(conn);
+        s.expect("GOT=host-says-hello", T_CMD)?;
+        power_off(&mut s)
     })();
     finish(name, &mut s, r)
 }

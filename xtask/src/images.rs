@@ -103,8 +103,9 @@ impl DiskSet {
 }
 
 /// Writes a boot bundle for `vms` to `out`.
-pub fn pack(vms: &[VmSpec], log_level: u32, keep_running: bool, out: &Path) -> Result<(), String> {
+pub fn pack(vms: &[VmSpec], log_level: u32, keep_running: bool, uplink: Option<u32>, out: &Path) -> Result<(), String> {
     let mut w = Writer::new(if keep_running { rivet_bundle::FLAG_KEEP_RUNNING } else { 0 }, log_level);
+    w.uplink = uplink;
     for vm in vms {
         let kernel = std::fs::read(&vm.kernel).map_err(|e| format!("kernel {}: {e}", vm.kernel.display()))?;
         let initrd = match &vm.initrd {
@@ -129,6 +130,18 @@ pub fn pack(vms: &[VmSpec], log_level: u32, keep_running: bool, out: &Path) -> R
         });
     }
     std::fs::write(out, w.finish()).map_err(|e| format!("{}: {e}", out.display()))
+}
+
+/// QEMU options for the machine's NIC on QEMU's user-mode network, used as
+/// the uplink: `restrict=on` (nothing leaves the host) and TCP forwards
+/// bound to 127.0.0.1 only.
+pub fn uplink_qemu_args(forwards: &[rivet_config::Forward]) -> Vec<String> {
+    let mut netdev = String::from("user,id=up0,restrict=on,net=10.0.2.0/24");
+    for f in forwards {
+        let [a, b, c, d] = f.guest_ip;
+        netdev.push_str(&format!(",hostfwd=tcp:127.0.0.1:{}-{a}.{b}.{c}.{d}:{}", f.host_port, f.guest_port));
+    }
+    vec!["-netdev".into(), netdev, "-device".into(), "virtio-net-device,netdev=up0".into()]
 }
 
 /// "512M", "2G", "256" (MiB) → MiB.

@@ -280,14 +280,27 @@ pub fn prepare_config(path: &std::path::Path, opts: &RunOpts, tag: &str) -> Resu
             pins: v.pin.as_ref().map(|p| p.iter().map(|&h| Some(h as u8)).collect()).unwrap_or_default(),
         });
     }
+    let uplink = match &cfg.uplink {
+        Some(net) => match networks.iter().position(|x| x == net) {
+            Some(p) => Some(p as u32),
+            None => {
+                networks.push(net.clone());
+                Some((networks.len() - 1) as u32)
+            }
+        },
+        None => None,
+    };
     let bundle = images::out_dir().join(format!("bundle-{tag}.bin"));
-    images::pack(&vms, cfg.log, cfg.keep_running, &bundle)?;
+    images::pack(&vms, cfg.log, cfg.keep_running, uplink, &bundle)?;
     let mut m = qemu::Machine::new(&built.hypervisor, &bundle);
     m.harts = cfg.harts;
     m.memory_mb = cfg.host_memory_mb();
     m.sstc = opts.sstc;
     m.icount = opts.icount;
     m.extra.extend(disks.qemu_args());
+    if uplink.is_some() {
+        m.extra.extend(images::uplink_qemu_args(&cfg.forwards));
+    }
     Ok(m)
 }
 
@@ -332,7 +345,7 @@ pub fn prepare(opts: &RunOpts, tag: &str) -> Result<qemu::Machine, String> {
         pins: if opts.pin { (0..opts.vcpus).map(|i| Some(i as u8)).collect() } else { Vec::new() },
     };
     let bundle = images::out_dir().join(format!("bundle-{tag}.bin"));
-    images::pack(&[vm], opts.log, false, &bundle)?;
+    images::pack(&[vm], opts.log, false, None, &bundle)?;
     let mut m = qemu::Machine::new(&built.hypervisor, &bundle);
     m.harts = opts.harts;
     m.sstc = opts.sstc;

@@ -16,7 +16,7 @@
 //! 16  total length of the blob    u64
 //! 24  flags (global)              u64   bit 0: keep running when the last VM stops
 //! 32  log level (0 off..5 trace)  u32
-//! 36  reserved                    u32
+//! 36  uplink network id + 1 (0 = none)  u32
 //! 40  VM records, RECORD_SIZE bytes each
 //! ... payload (images), each 8-byte aligned
 //! ```
@@ -123,6 +123,8 @@ pub struct VmDesc<'a> {
 pub struct Bundle<'a> {
     pub flags: u64,
     pub log_level: u32,
+    /// The network bridged to the machine's own NIC, if any.
+    pub uplink: Option<u32>,
     data: &'a [u8],
     count: usize,
 }
@@ -171,6 +173,7 @@ pub fn parse(data: &[u8]) -> Result<Bundle<'_>, Error> {
     let bundle = Bundle {
         flags: le_u64(data, 24).ok_or(Error::TooShort)?,
         log_level: le_u32(data, 32).ok_or(Error::TooShort)?,
+        uplink: le_u32(data, 36).ok_or(Error::TooShort)?.checked_sub(1),
         data,
         count: count as usize,
     };
@@ -281,6 +284,8 @@ impl<'a> Bundle<'a> {
 pub struct Writer {
     pub flags: u64,
     pub log_level: u32,
+    /// Network id bridged to the machine's NIC.
+    pub uplink: Option<u32>,
     vms: alloc::vec::Vec<OwnedVm>,
 }
 
@@ -305,7 +310,7 @@ pub struct OwnedVm {
 #[cfg(any(test, feature = "alloc"))]
 impl Writer {
     pub fn new(flags: u64, log_level: u32) -> Self {
-        Self { flags, log_level, vms: alloc::vec::Vec::new() }
+        Self { flags, log_level, uplink: None, vms: alloc::vec::Vec::new() }
     }
 
     pub fn add_vm(&mut self, vm: OwnedVm) {
@@ -374,7 +379,7 @@ impl Writer {
         out.extend_from_slice(&total.to_le_bytes());
         out.extend_from_slice(&self.flags.to_le_bytes());
         out.extend_from_slice(&self.log_level.to_le_bytes());
-        out.extend_from_slice(&0u32.to_le_bytes());
+        out.extend_from_slice(&self.uplink.map_or(0, |u| u.saturating_add(1)).to_le_bytes());
         for r in &records {
             out.extend_from_slice(r);
         }
@@ -416,6 +421,7 @@ mod tests {
         let blob = w.finish();
         let p = parse(&blob).unwrap();
         assert_eq!(p.vm_count(), 2);
+        assert_eq!(p.uplink, None);
         assert_eq!(p.flags, FLAG_KEEP_RUNNING);
         assert_eq!(p.log_level, 3);
         let v0 = p.vm(0).unwrap();

@@ -13,6 +13,20 @@ pub(crate) fn to_toml(cfg: &MachineConfig) -> String {
     let log = LOG_LEVELS.get(cfg.log as usize).copied().unwrap_or("info");
     // Writing to a String cannot fail.
     let _ = writeln!(s, "[machine]\nharts = {}", cfg.harts);
+    if let Some(u) = &cfg.uplink {
+        let _ = writeln!(s, "uplink = {}", quote(u));
+    }
+    if !cfg.forwards.is_empty() {
+        let items: Vec<String> = cfg
+            .forwards
+            .iter()
+            .map(|f| {
+                let [a, b, c, d] = f.guest_ip;
+                quote(&format!("{}:{a}.{b}.{c}.{d}:{}", f.host_port, f.guest_port))
+            })
+            .collect();
+        let _ = writeln!(s, "forward = [{}]", items.join(", "));
+    }
     if let Some(mb) = cfg.memory_mb {
         let _ = writeln!(s, "memory = {}", quote(&format_mb(mb)));
     }

@@ -69,6 +69,11 @@ pub struct MachineConfig {
     /// Hypervisor log level: 0 off, 1 error, 2 warn, 3 info, 4 debug, 5 trace
     /// (the bundle's encoding).
     pub log: u32,
+    /// The network bridged to QEMU's user-mode network (restricted: only
+    /// host forwards on 127.0.0.1 reach it), if any.
+    pub uplink: Option<String>,
+    /// Host TCP ports on 127.0.0.1 forwarded into the uplink network.
+    pub forwards: Vec<Forward>,
     /// The VMs, in file order (VM index `i` is `vms[i]` in the bundle).
     pub vms: Vec<VmConfig>,
     /// The configuration file as given to [`load`] / [`parse`].
@@ -175,6 +180,31 @@ pub struct NicConfig {
     pub network: String,
     /// Line of the `[[vm.nic]]` header.
     pub line: usize,
+}
+
+/// A host forward: 127.0.0.1:`host_port` on the host reaches
+/// `guest_ip`:`guest_port` on the uplink network (TCP).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forward {
+    pub host_port: u16,
+    pub guest_ip: [u8; 4],
+    pub guest_port: u16,
+}
+
+impl Forward {
+    /// Parses `"HOSTPORT:A.B.C.D:GUESTPORT"`.
+    pub fn parse(s: &str) -> Option<Forward> {
+        let mut it = s.split(':');
+        let host_port = it.next()?.parse().ok()?;
+        let ip = it.next()?;
+        let guest_port = it.next()?.parse().ok()?;
+        if it.next().is_some() {
+            return None;
+        }
+        let octets: Vec<u8> = ip.split('.').map(|o| o.parse().ok()).collect::<Option<Vec<u8>>>()?;
+        let guest_ip: [u8; 4] = octets.try_into().ok()?;
+        Some(Forward { host_port, guest_ip, guest_port })
+    }
 }
 
 /// At most this many disks and NICs per VM (the boot bundle's limit).

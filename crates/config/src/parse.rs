@@ -12,7 +12,7 @@ use crate::walk::{Ctx, Got, Node};
 use crate::*;
 
 pub(crate) const ROOT_KEYS: &[&str] = &["machine", "vm"];
-pub(crate) const MACHINE_KEYS: &[&str] = &["harts", "memory", "keep_running", "log"];
+pub(crate) const MACHINE_KEYS: &[&str] = &["harts", "memory", "keep_running", "log", "uplink", "forward"];
 pub(crate) const VM_KEYS: &[&str] = &[
     "name", "vcpus", "memory", "kernel", "initrd", "bootargs", "pin", "console", "disk", "nic",
 ];
@@ -28,6 +28,8 @@ pub(crate) struct MachineDraft {
     pub memory: Option<Option<(u64, usize)>>,
     pub keep_running: bool,
     pub log: u32,
+    pub uplink: Option<String>,
+    pub forwards: Vec<Forward>,
 }
 
 /// A `pin` array as parsed.
@@ -85,6 +87,8 @@ pub(crate) fn parse(text: &str, path: &Path) -> Result<MachineConfig, Vec<Config
         harts: m.harts.unwrap_or(1),
         memory_mb: m.memory.flatten().map(|(mb, _)| mb),
         keep_running: m.keep_running,
+        uplink: m.uplink.clone(),
+        forwards: m.forwards.clone(),
         log: m.log,
         vms: vms
             .into_iter()
@@ -116,6 +120,8 @@ impl Default for MachineDraft {
             memory: Some(None),
             keep_running: false,
             log: 3,
+            uplink: None,
+            forwards: Vec::new(),
         }
     }
 }
@@ -147,6 +153,32 @@ fn parse_machine(ctx: &mut Ctx, node: &Node<'_>) -> Option<MachineDraft> {
     };
     if let Got::Val(v, _) = ctx.boolean(node, "keep_running") {
         m.keep_running = v;
+    }
+    match ctx.string(node, "uplink") {
+        Got::Val(net, line) => {
+            if net.is_empty() || net.len() > 32 || !net.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+                ctx.error(line, node.field("uplink"), "network names are 1..=32 of [A-Za-z0-9_-]");
+            } else {
+                m.uplink = Some(net.to_string());
+            }
+        }
+        Got::Absent | Got::Bad => {}
+    }
+    if let Got::Val(items, _) = ctx.array(node, "forward") {
+        for (item, line) in items {
+            let parsed = item.as_str().and_then(Forward::parse);
+            match parsed {
+                Some(f) => m.forwards.push(f),
+                None => ctx.error(
+                    line,
+                    node.field("forward"),
+                    "expected \"HOSTPORT:GUESTIP:GUESTPORT\" (TCP, bound to 127.0.0.1 on the host)",
+                ),
+            }
+        }
+        if m.uplink.is_none() && !m.forwards.is_empty() {
+            ctx.error(node.line, node.field("forward"), "forwards need `uplink` (the network they reach)");
+        }
     }
     if let Some(e) = ctx.get(node, "log") {
         let level = match (e.item.as_str(), e.item.as_integer()) {

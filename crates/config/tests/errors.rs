@@ -914,3 +914,16 @@ fn nics_parse_and_round_trip() {
     let again = rivet_config::parse(&cfg.to_toml(), std::path::Path::new("n.toml")).unwrap();
     assert_eq!(again.vms[0].nics[0].network, "lan");
 }
+
+#[test]
+fn uplink_and_forwards_parse_and_are_checked() {
+    let ok = "[machine]\nuplink = \"lan\"\nforward = [\"5555:10.0.2.15:8080\"]\n[[vm]]\nname = \"a\"\nvcpus = 1\nmemory = \"64M\"\nkernel = \"testkernel\"\n";
+    let cfg = rivet_config::parse(ok, std::path::Path::new("u.toml")).unwrap();
+    assert_eq!(cfg.uplink.as_deref(), Some("lan"));
+    assert_eq!(cfg.forwards, vec![rivet_config::Forward { host_port: 5555, guest_ip: [10, 0, 2, 15], guest_port: 8080 }]);
+    let again = rivet_config::parse(&cfg.to_toml(), std::path::Path::new("u.toml")).unwrap();
+    assert_eq!(again.forwards, cfg.forwards);
+    let bad = "[machine]\nuplink = \"lan\"\nforward = [\"5555:10.0.2:8080\"]\n[[vm]]\nname = \"a\"\nvcpus = 1\nmemory = \"64M\"\nkernel = \"testkernel\"\n";
+    let errs = rivet_config::parse(bad, std::path::Path::new("u.toml")).unwrap_err();
+    assert!(errs.iter().any(|e| e.to_string().starts_with("u.toml:3: machine.forward")), "{errs:?}");
+}
