@@ -21,6 +21,7 @@ mod machine;
 mod mm;
 mod outq;
 mod physdev;
+mod physfs;
 mod sbi_env;
 mod sync;
 mod vcpu;
@@ -172,12 +173,12 @@ extern "C" fn rust_main(hartid: u64, dtb_pa: u64) -> ! {
         harts: hart_ids.len(),
     };
     // The machine's own virtio devices (disks, entropy) for the backends.
-    let dma = 256 * 1024;
+    let dma = 4 << 20;
     match machine.frames.alloc(dma, 4096) {
         Some(pa) => physdev::init_dma_pool(pa, dma),
         None => fail(format_args!("no memory for virtio DMA")),
     }
-    let mut phys = physdev::probe(&host.virtio_mmio);
+    let mut phys = physdev::probe(&host.virtio_mmio, host.timebase_frequency);
     let multi = bundle.vm_count() > 1;
     // VMIDs 1..=max; when VMs outnumber them they are shared and a hart
     // flushes the VMID when it switches between VMs that share it.

@@ -38,6 +38,7 @@ pub struct HalImpl;
 unsafe impl Hal for HalImpl {
     fn dma_alloc(pages: usize, _dir: BufferDirection) -> (PhysAddr, NonNull<u8>) {
         let mut pool = DMA.lock();
+    // The pool is sized in main.rs for every device's queues and buffers.
         let bytes = pages as u64 * 4096;
         let pa = pool.0;
         if pa + bytes > pool.1 {
@@ -85,13 +86,20 @@ pub struct PhysDevices {
     pub rng: Option<Arc<Mutex<PhysRng>>>,
     /// The machine's NIC (for a network's uplink) and its interrupt.
     pub net: Option<(PhysNet, Option<u32>)>,
+    /// Shared directories (virtio-fs), by their `rivetfs<N>` index.
+    pub fs: Vec<Arc<Mutex<crate::physfs::PhysFs>>>,
 }
 
 /// Probes the host's virtio-mmio slots and starts drivers for the disks
 /// and the entropy device found there.
-pub fn probe(slots: &[rivet_devtree::Device]) -> PhysDevices {
+pub fn probe(slots: &[rivet_devtree::Device], timebase: u64) -> PhysDevices {
     let mut found = PhysDevices::default();
     for d in slots {
+        // virtio-drivers' transport does not know virtio-fs: ours drives it.
+        if let Some(fs) = crate::physfs::PhysFs::probe(d.base, timebase) {
+            found.fs.push(Arc::new(Mutex::new(fs)));
+            continue;
+        }
         let Some(header) = NonNull::new(d.base as *mut VirtIOHeader) else { continue };
         // SAFETY: the slot is a virtio-mmio register block from the host
         // device tree, identity-mapped, used by nobody else.

@@ -59,6 +59,8 @@ pub struct VmSpec {
     pub disks: Vec<rivet_bundle::DiskDesc>,
     /// Network id of each NIC.
     pub nics: Vec<u32>,
+    /// Shared directories: (index into the machine's virtio-fs devices, guest tag).
+    pub fs: Vec<(u32, String)>,
 }
 
 /// The machine's disk images, each becoming one QEMU virtio-blk device
@@ -127,6 +129,7 @@ pub fn pack(vms: &[VmSpec], log_level: u32, keep_running: bool, uplink: Option<u
             disks: vm.disks.clone(),
             devices: rivet_bundle::DEV_HVC | rivet_bundle::DEV_RNG,
             nics: vm.nics.clone(),
+            fs: vm.fs.clone(),
         });
     }
     std::fs::write(out, w.finish()).map_err(|e| format!("{}: {e}", out.display()))

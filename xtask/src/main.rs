@@ -18,6 +18,7 @@ mod images;
 mod prereq;
 mod qemu;
 mod soak;
+mod virtiofs;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -241,6 +242,7 @@ pub fn prepare_config(path: &std::path::Path, opts: &RunOpts, tag: &str) -> Resu
     let focus = cfg.console_vm();
     let mut vms = Vec::new();
     let mut disks = images::DiskSet::default();
+    let mut shared = virtiofs::FsSet::default();
     let mut networks: Vec<String> = Vec::new();
     for (i, v) in cfg.vms.iter().enumerate() {
         let nics = v
@@ -264,7 +266,9 @@ pub fn prepare_config(path: &std::path::Path, opts: &RunOpts, tag: &str) -> Resu
                 sectors: d.sectors.unwrap_or(0),
             })
             .collect();
+        let fs = v.fs.iter().map(|f| (shared.index(&f.path), f.tag.clone())).collect();
         vms.push(VmSpec {
+            fs,
             nics,
             disks: vm_disks,
             name: v.name.clone(),
@@ -301,6 +305,7 @@ pub fn prepare_config(path: &std::path::Path, opts: &RunOpts, tag: &str) -> Resu
     if uplink.is_some() {
         m.extra.extend(images::uplink_qemu_args(&cfg.forwards));
     }
+    m.extra.extend(virtiofs::start(&shared, tag, m.memory_mb)?);
     Ok(m)
 }
 
@@ -333,6 +338,7 @@ pub fn prepare(opts: &RunOpts, tag: &str) -> Result<qemu::Machine, String> {
         .map(|(p, ro)| rivet_bundle::DiskDesc { disk: disks.index(p, *ro), read_only: *ro, start: 0, sectors: 0 })
         .collect();
     let vm = VmSpec {
+        fs: Vec::new(),
         nics: Vec::new(),
         disks: vm_disks,
         name: if opts.guest == "linux" || opts.kernel.is_some() { "linux".into() } else { "testkernel".into() },

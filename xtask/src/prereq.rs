@@ -109,3 +109,22 @@ pub fn ensure_packages(cmds_and_pkgs: &[(&str, &str)]) -> Result<(), String> {
     }
     apt_install(&missing, false)
 }
+
+/// Development libraries (checked with dpkg) for crates that link C code.
+pub fn ensure_dev_libs(pkgs: &[&str]) -> Result<(), String> {
+    let missing: Vec<&str> = pkgs
+        .iter()
+        .copied()
+        .filter(|p| {
+            !Command::new("dpkg-query")
+                .args(["-W", "-f=${Status}", p])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+                .unwrap_or(false)
+        })
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    apt_install(&missing, false)
+}

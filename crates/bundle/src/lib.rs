@@ -27,9 +27,9 @@
 extern crate alloc;
 
 pub const MAGIC: &[u8; 8] = b"RIVETBND";
-pub const VERSION: u32 = 3;
+pub const VERSION: u32 = 4;
 pub const HEADER_SIZE: usize = 40;
-pub const RECORD_SIZE: usize = 384;
+pub const RECORD_SIZE: usize = 512;
 /// Offset of the per-vCPU pinning table in a VM record: one byte per vCPU,
 /// the physical hart index it is pinned to, or [`UNPINNED`].
 pub const PIN_OFFSET: usize = 96;
@@ -50,6 +50,26 @@ pub const DEV_RNG: u32 = 2;
 /// entries of 8 bytes: network id (u32), reserved (u32).
 pub const NIC_OFFSET: usize = 264;
 pub const MAX_NICS: usize = 4;
+/// Offset of the shared-directory table: count (u32), reserved (u32), then
+/// [`MAX_FS`] entries of [`FS_ENTRY`] bytes: physical virtio-fs index (u32),
+/// reserved (u32), guest tag (NUL-padded, [`FS_TAG_LEN`] bytes), padding.
+pub const FS_OFFSET: usize = 304;
+pub const MAX_FS: usize = 2;
+pub const FS_ENTRY: usize = 48;
+pub const FS_TAG_LEN: usize = 36;
+
+/// A shared directory: physical virtio-fs `fs`, seen by the guest as `tag`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FsDesc {
+    pub fs: u32,
+    pub tag: [u8; FS_TAG_LEN],
+}
+
+impl Default for FsDesc {
+    fn default() -> Self {
+        Self { fs: 0, tag: [0; FS_TAG_LEN] }
+    }
+}
 
 /// One guest disk: a sector window of physical disk `disk`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -116,6 +136,8 @@ pub struct VmDesc<'a> {
     /// Network id of each NIC.
     pub nics: [u32; MAX_NICS],
     pub nic_count: usize,
+    pub fs: [FsDesc; MAX_FS],
+    pub fs_count: usize,
 }
 
 /// A validated bundle.
@@ -261,6 +283,20 @@ impl<'a> Bundle<'a> {
         for (i, n) in nics.iter_mut().enumerate().take(nic_count) {
             *n = le_u32(r, NIC_OFFSET + 8 + i * 8).ok_or(bad("nics"))?;
         }
+        let fs_count = le_u32(r, FS_OFFSET).ok_or(bad("fs"))? as usize;
+        if fs_count > MAX_FS {
+            return Err(bad("fs"));
+        }
+        let mut fs = [FsDesc::default(); MAX_FS];
+        for (i, f) in fs.iter_mut().enumerate().take(fs_count) {
+            let o = FS_OFFSET + 8 + i * FS_ENTRY;
+            f.fs = le_u32(r, o).ok_or(bad("fs"))?;
+            let tag = r.get(o + 8..o + 8 + FS_TAG_LEN).ok_or(bad("fs"))?;
+            f.tag.copy_from_slice(tag);
+            if f.tag.first() == Some(&0) {
+                return Err(bad("fs"));
+            }
+        }
         Ok(VmDesc {
             name,
             vcpus,
@@ -275,6 +311,8 @@ impl<'a> Bundle<'a> {
             devices,
             nics,
             nic_count,
+            fs,
+            fs_count,
         })
     }
 }
@@ -305,6 +343,8 @@ pub struct OwnedVm {
     pub devices: u32,
     /// Network id per NIC, at most [`MAX_NICS`].
     pub nics: alloc::vec::Vec<u32>,
+    /// Shared directories: (physical virtio-fs index, guest tag).
+    pub fs: alloc::vec::Vec<(u32, alloc::string::String)>,
 }
 
 #[cfg(any(test, feature = "alloc"))]
@@ -358,6 +398,15 @@ impl Writer {
                 let o = NIC_OFFSET + 8 + i * 8;
                 r[o..o + 4].copy_from_slice(&n.to_le_bytes());
             }
+            assert!(vm.fs.len() <= MAX_FS, "at most {MAX_FS} shared directories per VM");
+            r[FS_OFFSET..FS_OFFSET + 4].copy_from_slice(&(vm.fs.len() as u32).to_le_bytes());
+            for (i, (idx, tag)) in vm.fs.iter().enumerate() {
+                let o = FS_OFFSET + 8 + i * FS_ENTRY;
+                r[o..o + 4].copy_from_slice(&idx.to_le_bytes());
+                let t = tag.as_bytes();
+                assert!(!t.is_empty() && t.len() <= FS_TAG_LEN, "fs tag must be 1..={FS_TAG_LEN} bytes");
+                r[o + 8..o + 8 + t.len()].copy_from_slice(t);
+            }
             for (i, p) in vm.pins.iter().enumerate().take(MAX_VCPUS as usize) {
                 if let Some(h) = p {
                     r[PIN_OFFSET + i] = *h;
@@ -408,6 +457,7 @@ mod tests {
             disks: vec![],
             devices: 0,
             nics: vec![],
+            fs: vec![],
         }
     }
 
@@ -457,6 +507,7 @@ mod tests {
         v.disks = vec![DiskDesc { disk: 1, read_only: true, start: 2048, sectors: 4096 }];
         v.devices = DEV_HVC | DEV_RNG;
         v.nics = vec![3, 7];
+        v.fs = vec![(1, "host".to_string())];
         w.add_vm(v);
         let blob = w.finish();
         let d = parse(&blob).unwrap().vm(0).unwrap();
@@ -464,6 +515,9 @@ mod tests {
         assert_eq!(d.disks[0], DiskDesc { disk: 1, read_only: true, start: 2048, sectors: 4096 });
         assert_eq!(d.devices, DEV_HVC | DEV_RNG);
         assert_eq!(&d.nics[..d.nic_count], &[3, 7]);
+        assert_eq!(d.fs_count, 1);
+        assert_eq!(d.fs[0].fs, 1);
+        assert_eq!(&d.fs[0].tag[..5], b"host\0");
         let mut b = blob.clone();
         b[HEADER_SIZE + DEV_OFFSET] = 9;
         assert_eq!(parse(&b).unwrap_err(), Error::BadField(0, "disks"));

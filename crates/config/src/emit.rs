@@ -70,6 +70,9 @@ pub(crate) fn to_toml(cfg: &MachineConfig) -> String {
             }
             let _ = writeln!(s, "read_only = {}", d.read_only);
         }
+        for f in &vm.fs {
+            let _ = writeln!(s, "\n[[vm.fs]]\ntag = {}\npath = {}", quote(&f.tag), quote(&relative(&f.path, dir)));
+        }
         for n in &vm.nics {
             let _ = writeln!(s, "\n[[vm.nic]]\nnetwork = {}", quote(&n.network));
         }

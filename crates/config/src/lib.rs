@@ -102,6 +102,8 @@ pub struct VmConfig {
     pub disks: Vec<DiskConfig>,
     /// Network cards (virtio-net), each on a named network.
     pub nics: Vec<NicConfig>,
+    /// Host directories shared through virtio-fs.
+    pub fs: Vec<FsConfig>,
     /// Line of the `[[vm]]` header (of the inline table for `vm = [{..}]`).
     pub line: usize,
     /// Lines of the keys [`check_images`] reports on.
@@ -181,6 +183,19 @@ pub struct NicConfig {
     /// Line of the `[[vm.nic]]` header.
     pub line: usize,
 }
+
+/// One `[[vm.fs]]`: host directory `path` mounted by the guest as `tag`
+/// (`mount -t virtiofs TAG /mnt`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FsConfig {
+    pub tag: String,
+    /// Resolved against the configuration file's directory.
+    pub path: PathBuf,
+    pub line: usize,
+}
+
+/// At most this many shared directories per VM.
+pub const MAX_FS: usize = 2;
 
 /// A host forward: 127.0.0.1:`host_port` on the host reaches
 /// `guest_ip`:`guest_port` on the uplink network (TCP).

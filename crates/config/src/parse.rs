@@ -14,10 +14,11 @@ use crate::*;
 pub(crate) const ROOT_KEYS: &[&str] = &["machine", "vm"];
 pub(crate) const MACHINE_KEYS: &[&str] = &["harts", "memory", "keep_running", "log", "uplink", "forward"];
 pub(crate) const VM_KEYS: &[&str] = &[
-    "name", "vcpus", "memory", "kernel", "initrd", "bootargs", "pin", "console", "disk", "nic",
+    "name", "vcpus", "memory", "kernel", "initrd", "bootargs", "pin", "console", "disk", "nic", "fs",
 ];
 pub(crate) const DISK_KEYS: &[&str] = &["image", "start", "sectors", "read_only"];
 pub(crate) const NIC_KEYS: &[&str] = &["network"];
+pub(crate) const FS_KEYS: &[&str] = &["tag", "path"];
 pub(crate) const LOG_LEVELS: &[&str] = &["off", "error", "warn", "info", "debug", "trace"];
 
 /// `[machine]` as parsed: `None` where the value was invalid.
@@ -222,6 +223,7 @@ fn parse_vm(ctx: &mut Ctx, node: &Node<'_>, dir: &Path) -> VmDraft {
             console: false,
             disks: Vec::new(),
             nics: Vec::new(),
+            fs: Vec::new(),
             line: node.line,
             lines: VmLines::default(),
         },
@@ -363,6 +365,50 @@ fn parse_vm(ctx: &mut Ctx, node: &Node<'_>, dir: &Path) -> VmDraft {
         if nodes.len() > crate::MAX_NICS {
             if let Some(n) = nodes.get(crate::MAX_NICS) {
                 ctx.error(n.line, n.field("network"), format!("at most {} NICs per VM", crate::MAX_NICS));
+            }
+        }
+    }
+    if let Got::Val(nodes, _) = ctx.tables(node, "fs", "[[vm.fs]]") {
+        for n in &nodes {
+            ctx.unknown_keys(n, FS_KEYS);
+            let tag = match ctx.string(n, "tag") {
+                Got::Val(t, line) => {
+                    if t.is_empty() || t.len() > 36 || t.contains('\0') {
+                        ctx.error(line, n.field("tag"), "a tag is 1..=36 bytes");
+                        None
+                    } else {
+                        Some(t.to_string())
+                    }
+                }
+                Got::Absent => {
+                    ctx.error(n.line, n.field("tag"), "missing; every [[vm.fs]] needs a tag");
+                    None
+                }
+                Got::Bad => None,
+            };
+            let path = match ctx.string(n, "path") {
+                Got::Val(p, line) => {
+                    let full = dir.join(p);
+                    if !full.is_dir() {
+                        ctx.error(line, n.field("path"), format!("{} is not a directory", full.display()));
+                        None
+                    } else {
+                        Some(full)
+                    }
+                }
+                Got::Absent => {
+                    ctx.error(n.line, n.field("path"), "missing; every [[vm.fs]] needs a host directory");
+                    None
+                }
+                Got::Bad => None,
+            };
+            if let (Some(tag), Some(path)) = (tag, path) {
+                v.cfg.fs.push(FsConfig { tag, path, line: n.line });
+            }
+        }
+        if nodes.len() > crate::MAX_FS {
+            if let Some(n) = nodes.get(crate::MAX_FS) {
+                ctx.error(n.line, n.field("tag"), format!("at most {} shared directories per VM", crate::MAX_FS));
             }
         }
     }

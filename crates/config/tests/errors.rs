@@ -927,3 +927,17 @@ fn uplink_and_forwards_parse_and_are_checked() {
     let errs = rivet_config::parse(bad, std::path::Path::new("u.toml")).unwrap_err();
     assert!(errs.iter().any(|e| e.to_string().starts_with("u.toml:3: machine.forward")), "{errs:?}");
 }
+
+#[test]
+fn shared_directories_parse_and_are_checked() {
+    let dir = std::env::temp_dir();
+    let text = format!(
+        "[[vm]]\nname = \"a\"\nvcpus = 1\nmemory = \"64M\"\nkernel = \"testkernel\"\n[[vm.fs]]\ntag = \"host\"\npath = \"{}\"\n[[vm.fs]]\ntag = \"x\"\npath = \"/no/such/dir\"\n",
+        dir.display()
+    );
+    let errs = rivet_config::parse(&text, std::path::Path::new("f.toml")).unwrap_err();
+    assert!(errs.iter().any(|e| e.to_string().starts_with("f.toml:11: vm[0].fs[1].path") || e.to_string().starts_with("f.toml:11:")), "{errs:?}");
+    let ok = format!("[[vm]]\nname = \"a\"\nvcpus = 1\nmemory = \"64M\"\nkernel = \"testkernel\"\n[[vm.fs]]\ntag = \"host\"\npath = \"{}\"\n", dir.display());
+    let cfg = rivet_config::parse(&ok, std::path::Path::new("f.toml")).unwrap();
+    assert_eq!(cfg.vms[0].fs[0].tag, "host");
+}
