@@ -68,6 +68,7 @@ fn roundtrip(data: &[u8]) {
     };
     assert!(b.vm_count() >= 1 && b.vm_count() <= MAX_VMS);
     let mut w = Writer::new(b.flags, b.log_level);
+    w.uplink = b.uplink;
     let mut descs = Vec::new();
     for i in 0..b.vm_count() {
         let vm = b.vm(i).expect("a parsed bundle has valid records");
@@ -118,6 +119,14 @@ fn roundtrip(data: &[u8]) {
             disks: vm.disks[..vm.disk_count].to_vec(),
             devices: vm.devices,
             nics: vm.nics[..vm.nic_count].to_vec(),
+            macs: vm.macs[..vm.nic_count].to_vec(),
+            fs: vm.fs[..vm.fs_count]
+                .iter()
+                .map(|f| {
+                    let len = f.tag.iter().position(|&b| b == 0).unwrap_or(f.tag.len());
+                    (f.fs, String::from_utf8_lossy(&f.tag[..len]).into_owned())
+                })
+                .collect(),
         });
     }
     assert_eq!(b.vms().count(), b.vm_count());

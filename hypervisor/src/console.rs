@@ -102,3 +102,27 @@ pub fn report(vms: &[Vm], harts: &[crate::machine::HartSlot]) {
         crate::print_exit_stats(s);
     }
 }
+
+/// Prints the virtual switch's ports with their owners and counters.
+pub fn report_switch(sw: &rivet_vswitch::Switch, owners: &[(usize, usize)], vms: &[Vm]) {
+    if owners.is_empty() {
+        return;
+    }
+    crate::println!("[rivet] switch ports:");
+    for (i, owner) in owners.iter().enumerate() {
+        let port = rivet_vswitch::PortId(i as u16);
+        let Some(st) = sw.port_stats(port) else { continue };
+        let who = match *owner {
+            crate::machine::UPLINK => alloc::string::String::from("uplink (machine NIC)"),
+            (v, k) => match vms.get(v) {
+                Some(vm) => alloc::format!("{} eth{k}", vm.name),
+                None => alloc::string::String::from("(unused)"),
+            },
+        };
+        let net = sw.port_info(port).map(|p| p.network.0).unwrap_or(0);
+        crate::println!(
+            "[rivet]   port {i} net {net} {who}: rx {} frames/{} B, tx {} frames/{} B, dropped {}, flooded {}",
+            st.rx_frames, st.rx_bytes, st.tx_frames, st.tx_bytes, st.dropped, st.flooded
+        );
+    }
+}

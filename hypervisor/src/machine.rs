@@ -540,7 +540,10 @@ impl Machine {
                     self.kick_mask(h, f, woken);
                 }
             }
-            Action::Report => crate::console::report(&self.vms, &self.harts),
+            Action::Report => {
+                crate::console::report(&self.vms, &self.harts);
+                crate::console::report_switch(&self.switch, &self.port_owner, &self.vms);
+            }
             Action::Stop(i) => {
                 if let Some(vm) = self.vms.get_mut(i) {
                     vm.stop(false, format_args!("stopped from the console"));

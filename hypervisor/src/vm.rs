@@ -239,7 +239,7 @@ impl Vm {
             .enumerate()
             .map(|(i, &port)| {
                 let (base, irq) = next_slot();
-                let mac = rivet_virtio::net::mac_for_nic(desc.name, i as u16);
+                let mac = desc.macs.get(i).copied().flatten().unwrap_or_else(|| rivet_virtio::net::mac_for_nic(desc.name, i as u16));
                 NetSlot { slot: VirtioSlot { base, irq, dev: MmioDevice::new(Net::new(mac, FrameQueue::new(32))) }, port }
             })
             .collect();

@@ -809,7 +809,7 @@ fn blk_run(cmd: Command, out: &Out, name: &str, timebase: f64) -> Result<BTreeMa
     }
     let probe = io_interval(&text, "probe").ok_or(format!("{name}: no probe interval"))?;
     let mut m = BTreeMap::new();
-    m.insert("linux.probe.us".to_string(), probe as f64 * 1e6 / timebase);
+    m.insert("io.probe.us".to_string(), probe as f64 * 1e6 / timebase);
     let bytes = BLK_BS_KIB * 1024 * BLK_COUNT;
     for &(label, key, _, _) in BLK_ROWS {
         let t = io_interval(&text, label).ok_or(format!("{name}: no {label} interval"))?;
@@ -1562,27 +1562,45 @@ pub fn bench(args: &[String]) -> Result<u8, String> {
                 key,
                 label,
                 "MiB/s guest time",
-                &format!("{note}; 32 MiB on a 64 MiB raw image; Rivet: 1 vCPU on 1 hart; ratio < 1 = slower under Rivet"),
+                &format!("{note}; ratio < 1: slower under Rivet"),
             ));
         }
         rows.push(row(
-            "linux.probe.us",
+            "io.probe.us",
             "Linux: `a=$(/rdtime); b=$(/rdtime)` (2 fork+exec)",
             "µs guest time",
-            "the probes' own cost, subtracted from every I/O interval",
+            "the probes' own cost (disk boots), subtracted from every I/O interval",
         ));
         rows.push(row(
             "net.ping.us",
             "virtio-net ping RTT, VM → VM (median of 10)",
             "µs guest time",
-            "Rivet only (native QEMU has no VM-to-VM path); two 1-vCPU VMs pinned to 2 harts, Rivet's switch",
+            "Rivet only (native QEMU has no VM-to-VM path); busybox's RTTs, guest clock",
         ));
         rows.push(row(
             "net.tcp.mibs",
             "virtio-net TCP, 4 MiB VM → VM (busybox nc)",
             "MiB/s guest time",
-            "Rivet only; sender's start → receiver's nc saw EOF (all bytes in), time CSR of both VMs",
+            "Rivet only; sender's nc start → receiver's nc saw EOF (all bytes in)",
         ));
+        notes.push(format!(
+            "virtio-blk rows: Linux, 1 CPU (Rivet: 1 vCPU on 1 hart), booted with `{BLK_BOOTARGS}` on both sides (see the \
+             note on `nohlt`); each transfer is 32 MiB (dd bs=64k count=512) on a fresh, fully written 64 MiB raw image \
+             (QEMU virtio-blk, cache=writeback, so the host serves it from its page cache), timed in guest time with \
+             /rdtime around the dd command, minus the probe pair's own cost; dd's own rates (in the logs) agree. \
+             Waiting for QEMU's backend is billed as the instructions executed meanwhile (the guest's idle loop natively, \
+             Rivet's polling loop under Rivet), so these rows follow host speed and load and vary more between runs \
+             than the rest."
+        ));
+        notes.push(
+            "virtio-net rows (Rivet only): two Linux VMs (1 vCPU and 256 MiB each, pinned to harts 0 and 1) on one \
+             network of Rivet's switch. Ping: `ping -c 10` after a 2-ping warm-up, median of busybox's round-trip times \
+             (guest clock). TCP: 4 MiB of zeros from tmpfs with busybox nc, from before the sender's nc starts (connect \
+             included) to the receiver's /rdtime after its nc saw EOF, i.e. every byte arrived (Rivet sets htimedelta = 0, \
+             so both VMs read one clock), minus the probe pair; nc's -w wait is never reached. Under -icount both harts' \
+             instructions advance the one clock, so sender, receiver and hypervisor work count back to back."
+                .into(),
+        );
         rows.push(row(
             "net.tcp_sender.ms",
             "virtio-net TCP, sender's nc start → exit",

@@ -609,6 +609,11 @@ fn virtio_net_switch(name: &str) -> Result<(), String> {
         s.expect("console input -> VM 2", T_CMD)?;
         ask(&mut s, "ip addr add 10.0.0.3/24 dev eth0 && ip link set eth0 up && echo gamma\"\"-up", "[gamma] gamma-up")?;
         ask(&mut s, "ping -c 2 -W 1 10.0.0.1 > /tmp/p; echo GAMMA_PINGS=$(grep -c 'bytes from' /tmp/p)", "[gamma] GAMMA_PINGS=0")?;
+        // Per-port counters in the hypervisor console.
+        s.send("\x01l")?;
+        s.expect("switch ports:", T_CMD)?;
+        s.expect("port 0 net 0 alpha eth0: rx ", T_CMD)?;
+        s.expect("port 2 net 1 gamma eth0: rx ", T_CMD)?;
         s.send("\x01x")?;
         let st = s.wait_exit(T_CMD)?;
         no_panic(&s)?;

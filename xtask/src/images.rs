@@ -59,6 +59,8 @@ pub struct VmSpec {
     pub disks: Vec<rivet_bundle::DiskDesc>,
     /// Network id of each NIC.
     pub nics: Vec<u32>,
+    /// Configured MAC of each NIC.
+    pub macs: Vec<Option<[u8; 6]>>,
     /// Shared directories: (index into the machine's virtio-fs devices, guest tag).
     pub fs: Vec<(u32, String)>,
 }
@@ -129,6 +131,7 @@ pub fn pack(vms: &[VmSpec], log_level: u32, keep_running: bool, uplink: Option<u
             disks: vm.disks.clone(),
             devices: rivet_bundle::DEV_HVC | rivet_bundle::DEV_RNG,
             nics: vm.nics.clone(),
+            macs: vm.macs.clone(),
             fs: vm.fs.clone(),
         });
     }

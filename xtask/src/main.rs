@@ -268,6 +268,7 @@ pub fn prepare_config(path: &std::path::Path, opts: &RunOpts, tag: &str) -> Resu
             .collect();
         let fs = v.fs.iter().map(|f| (shared.index(&f.path), f.tag.clone())).collect();
         vms.push(VmSpec {
+            macs: v.nics.iter().map(|n| n.mac).collect(),
             fs,
             nics,
             disks: vm_disks,
@@ -338,6 +339,7 @@ pub fn prepare(opts: &RunOpts, tag: &str) -> Result<qemu::Machine, String> {
         .map(|(p, ro)| rivet_bundle::DiskDesc { disk: disks.index(p, *ro), read_only: *ro, start: 0, sectors: 0 })
         .collect();
     let vm = VmSpec {
+        macs: Vec::new(),
         fs: Vec::new(),
         nics: Vec::new(),
         disks: vm_disks,

@@ -57,6 +57,9 @@ pub const FS_OFFSET: usize = 304;
 pub const MAX_FS: usize = 2;
 pub const FS_ENTRY: usize = 48;
 pub const FS_TAG_LEN: usize = 36;
+/// Offset of the NICs' MAC table: [`MAX_NICS`] entries of 8 bytes: the MAC
+/// (6 bytes), a flag byte (1 = set; 0 = derive one), padding.
+pub const MAC_OFFSET: usize = 408;
 
 /// A shared directory: physical virtio-fs `fs`, seen by the guest as `tag`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,6 +139,8 @@ pub struct VmDesc<'a> {
     /// Network id of each NIC.
     pub nics: [u32; MAX_NICS],
     pub nic_count: usize,
+    /// Configured MAC of each NIC, if any.
+    pub macs: [Option<[u8; 6]>; MAX_NICS],
     pub fs: [FsDesc; MAX_FS],
     pub fs_count: usize,
 }
@@ -283,6 +288,18 @@ impl<'a> Bundle<'a> {
         for (i, n) in nics.iter_mut().enumerate().take(nic_count) {
             *n = le_u32(r, NIC_OFFSET + 8 + i * 8).ok_or(bad("nics"))?;
         }
+        let mut macs = [None; MAX_NICS];
+        for (i, m) in macs.iter_mut().enumerate().take(nic_count) {
+            let e = r.get(MAC_OFFSET + i * 8..MAC_OFFSET + i * 8 + 8).ok_or(bad("mac"))?;
+            if e.get(6) == Some(&1) {
+                let mut mac = [0u8; 6];
+                mac.copy_from_slice(e.get(..6).ok_or(bad("mac"))?);
+                if mac[0] & 1 != 0 {
+                    return Err(bad("mac"));
+                }
+                *m = Some(mac);
+            }
+        }
         let fs_count = le_u32(r, FS_OFFSET).ok_or(bad("fs"))? as usize;
         if fs_count > MAX_FS {
             return Err(bad("fs"));
@@ -293,7 +310,8 @@ impl<'a> Bundle<'a> {
             f.fs = le_u32(r, o).ok_or(bad("fs"))?;
             let tag = r.get(o + 8..o + 8 + FS_TAG_LEN).ok_or(bad("fs"))?;
             f.tag.copy_from_slice(tag);
-            if f.tag.first() == Some(&0) {
+            let len = f.tag.iter().position(|&b| b == 0).unwrap_or(FS_TAG_LEN);
+            if len == 0 || core::str::from_utf8(f.tag.get(..len).unwrap_or(&[])).is_err() {
                 return Err(bad("fs"));
             }
         }
@@ -311,6 +329,7 @@ impl<'a> Bundle<'a> {
             devices,
             nics,
             nic_count,
+            macs,
             fs,
             fs_count,
         })
@@ -343,6 +362,8 @@ pub struct OwnedVm {
     pub devices: u32,
     /// Network id per NIC, at most [`MAX_NICS`].
     pub nics: alloc::vec::Vec<u32>,
+    /// MAC per NIC (same length as `nics`, or empty).
+    pub macs: alloc::vec::Vec<Option<[u8; 6]>>,
     /// Shared directories: (physical virtio-fs index, guest tag).
     pub fs: alloc::vec::Vec<(u32, alloc::string::String)>,
 }
@@ -397,6 +418,12 @@ impl Writer {
             for (i, n) in vm.nics.iter().enumerate() {
                 let o = NIC_OFFSET + 8 + i * 8;
                 r[o..o + 4].copy_from_slice(&n.to_le_bytes());
+            }
+            for (i, m) in vm.macs.iter().enumerate().take(MAX_NICS) {
+                if let Some(mac) = m {
+                    r[MAC_OFFSET + i * 8..MAC_OFFSET + i * 8 + 6].copy_from_slice(mac);
+                    r[MAC_OFFSET + i * 8 + 6] = 1;
+                }
             }
             assert!(vm.fs.len() <= MAX_FS, "at most {MAX_FS} shared directories per VM");
             r[FS_OFFSET..FS_OFFSET + 4].copy_from_slice(&(vm.fs.len() as u32).to_le_bytes());
@@ -457,6 +484,7 @@ mod tests {
             disks: vec![],
             devices: 0,
             nics: vec![],
+            macs: vec![],
             fs: vec![],
         }
     }
@@ -507,6 +535,7 @@ mod tests {
         v.disks = vec![DiskDesc { disk: 1, read_only: true, start: 2048, sectors: 4096 }];
         v.devices = DEV_HVC | DEV_RNG;
         v.nics = vec![3, 7];
+        v.macs = vec![None, Some([2, 0, 0, 0, 0, 9])];
         v.fs = vec![(1, "host".to_string())];
         w.add_vm(v);
         let blob = w.finish();
@@ -515,6 +544,7 @@ mod tests {
         assert_eq!(d.disks[0], DiskDesc { disk: 1, read_only: true, start: 2048, sectors: 4096 });
         assert_eq!(d.devices, DEV_HVC | DEV_RNG);
         assert_eq!(&d.nics[..d.nic_count], &[3, 7]);
+        assert_eq!(d.macs[..2], [None, Some([2, 0, 0, 0, 0, 9])]);
         assert_eq!(d.fs_count, 1);
         assert_eq!(d.fs[0].fs, 1);
         assert_eq!(&d.fs[0].tag[..5], b"host\0");

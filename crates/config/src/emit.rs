@@ -75,6 +75,9 @@ pub(crate) fn to_toml(cfg: &MachineConfig) -> String {
         }
         for n in &vm.nics {
             let _ = writeln!(s, "\n[[vm.nic]]\nnetwork = {}", quote(&n.network));
+            if let Some(m) = n.mac {
+                let _ = writeln!(s, "mac = \"{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}\"", m[0], m[1], m[2], m[3], m[4], m[5]);
+            }
         }
     }
     s

@@ -180,6 +180,9 @@ pub struct DiskConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NicConfig {
     pub network: String,
+    /// `mac = "52:54:00:12:34:56"`; absent: a stable one derived from the
+    /// VM name and NIC index.
+    pub mac: Option<[u8; 6]>,
     /// Line of the `[[vm.nic]]` header.
     pub line: usize,
 }

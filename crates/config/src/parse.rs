@@ -17,7 +17,7 @@ pub(crate) const VM_KEYS: &[&str] = &[
     "name", "vcpus", "memory", "kernel", "initrd", "bootargs", "pin", "console", "disk", "nic", "fs",
 ];
 pub(crate) const DISK_KEYS: &[&str] = &["image", "start", "sectors", "read_only"];
-pub(crate) const NIC_KEYS: &[&str] = &["network"];
+pub(crate) const NIC_KEYS: &[&str] = &["network", "mac"];
 pub(crate) const FS_KEYS: &[&str] = &["tag", "path"];
 pub(crate) const LOG_LEVELS: &[&str] = &["off", "error", "warn", "info", "debug", "trace"];
 
@@ -355,7 +355,20 @@ fn parse_vm(ctx: &mut Ctx, node: &Node<'_>, dir: &Path) -> VmDraft {
                     {
                         ctx.error(line, n.field("network"), "network names are 1..=32 of [A-Za-z0-9_-]");
                     } else {
-                        v.cfg.nics.push(NicConfig { network: net.to_string(), line: n.line });
+                        let mac = match ctx.string(n, "mac") {
+                            Got::Val(m, line) => {
+                                let parsed: Option<Vec<u8>> = m.split(':').map(|o| u8::from_str_radix(o, 16).ok()).collect();
+                                match parsed.and_then(|v| <[u8; 6]>::try_from(v).ok()) {
+                                    Some(mac) if mac[0] & 1 == 0 => Some(mac),
+                                    _ => {
+                                        ctx.error(line, n.field("mac"), "expected a unicast MAC like \"52:54:00:12:34:56\"");
+                                        None
+                                    }
+                                }
+                            }
+                            _ => None,
+                        };
+                        v.cfg.nics.push(NicConfig { network: net.to_string(), mac, line: n.line });
                     }
                 }
                 Got::Absent => ctx.error(n.line, n.field("network"), "missing; every [[vm.nic]] names its network"),

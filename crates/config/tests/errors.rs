@@ -906,13 +906,15 @@ fn nic_needs_a_valid_network_name() {
 
 #[test]
 fn nics_parse_and_round_trip() {
-    let text = "[[vm]]\nname = \"a\"\nvcpus = 1\nmemory = \"64M\"\nkernel = \"testkernel\"\n[[vm.nic]]\nnetwork = \"lan\"\n";
+    let text = "[[vm]]\nname = \"a\"\nvcpus = 1\nmemory = \"64M\"\nkernel = \"testkernel\"\n[[vm.nic]]\nnetwork = \"lan\"\nmac = \"52:54:00:ab:cd:ef\"\n";
     let cfg = rivet_config::parse(text, std::path::Path::new("n.toml")).unwrap();
     assert_eq!(cfg.vms[0].nics.len(), 1);
+    assert_eq!(cfg.vms[0].nics[0].mac, Some([0x52, 0x54, 0, 0xab, 0xcd, 0xef]));
     assert_eq!(cfg.vms[0].nics[0].network, "lan");
     assert_eq!(cfg.vms[0].nics[0].line, 6);
     let again = rivet_config::parse(&cfg.to_toml(), std::path::Path::new("n.toml")).unwrap();
     assert_eq!(again.vms[0].nics[0].network, "lan");
+    assert_eq!(again.vms[0].nics[0].mac, cfg.vms[0].nics[0].mac);
 }
 
 #[test]
