@@ -82,6 +82,7 @@ fn cases() -> Vec<Case> {
         Case { name: "config-errors-name-lines", run: config_errors },
         Case { name: "virtio-blk-ext4-persists", run: virtio_blk_ext4 },
         Case { name: "virtio-blk-windows-isolated", run: virtio_blk_windows },
+        Case { name: "virtio-blk-read-only", run: virtio_blk_read_only },
         Case { name: "virtio-net-switch", run: virtio_net_switch },
         Case { name: "virtio-net-uplink-host-forward", run: virtio_net_uplink },
         Case { name: "soak-short", run: soak_short },
@@ -472,6 +473,25 @@ fn virtio_blk_ext4(name: &str) -> Result<(), String> {
         }
         no_panic(s)
     })
+}
+
+/// A read-only disk: the guest sees it read-only and writes fail; the
+/// image is unchanged.
+fn virtio_blk_read_only(name: &str) -> Result<(), String> {
+    let img = write_e2e_file("ro.img", vec![0x5au8; 4 << 20])?;
+    let opts = linux_opts(RunOpts { guest: "linux".into(), disks: vec![(img.clone(), true)], icount: true, ..RunOpts::default() });
+    with_session(name, &opts, |s| {
+        s.expect("guest: init ready", T_LINUX)?;
+        ask(s, "echo RO=$(cat /sys/block/vda/ro)", "RO=1")?;
+        ask(s, "head -c 4 /dev/vda | od -An -tx1 | tr -d ' ' | sed 's/^/HEAD=/'", "HEAD=5a5a5a5a")?;
+        ask(s, "dd if=/dev/zero of=/dev/vda bs=512 count=1 2>/dev/null; echo WRITE_RC=$?", "WRITE_RC=1")?;
+        power_off(s)
+    })?;
+    let data = std::fs::read(&img).map_err(|e| e.to_string())?;
+    if data.iter().any(|&b| b != 0x5a) {
+        return Err("the read-only image was modified".into());
+    }
+    Ok(())
 }
 
 /// Two VMs get disjoint sector windows of one image and cannot see each
