@@ -759,6 +759,27 @@ fn parse_summary(line: &str) -> Option<(u64, u64)> {
     Some((words.get(p.checked_sub(1)?)?.parse().ok()?, words.get(f.checked_sub(1)?)?.parse().ok()?))
 }
 
+/// The no-panic lints (`#![deny(clippy::unwrap_used, ...)]` in each crate
+/// that handles guest input) only bite when clippy runs: CI runs it here.
+fn clippy_guest_crates() -> Result<(), String> {
+    const CRATES: &[&str] = &[
+        "rivet-guest-mem", "rivet-gstage", "rivet-insn", "rivet-sbi", "rivet-vplic", "rivet-uart16550",
+        "rivet-devtree", "rivet-bundle", "rivet-loader", "rivet-frame-alloc", "rivet-virtio", "rivet-vswitch",
+    ];
+    let mut cmd = Command::new(env!("CARGO"));
+    cmd.current_dir(images::root()).args(["clippy", "--lib"]);
+    for c in CRATES {
+        cmd.args(["-p", c]);
+    }
+    cmd.args(["--", "-D", "warnings"]);
+    let out = cmd.output().map_err(|e| format!("cannot run cargo clippy: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
 /// Runs `cargo test` over the host crates and sums its result lines.
 fn unit_tests() -> Result<(u64, u64), String> {
     let out = Command::new(env!("CARGO"))
@@ -795,6 +816,17 @@ pub fn test(args: &[String]) -> Result<u8, String> {
         println!("unit tests: {p} passed, {f} failed");
         passed += p;
         failed += f;
+        println!("== clippy on the crates that handle guest input (deny unwrap/expect/...)");
+        match clippy_guest_crates() {
+            Ok(()) => {
+                passed += 1;
+                println!("clippy ... ok");
+            }
+            Err(e) => {
+                failed += 1;
+                println!("clippy ... FAILED\n{e}");
+            }
+        }
     }
     if !unit_only {
         crate::setup()?;
