@@ -631,7 +631,7 @@ impl Machine {
                 let ctx = &mut vm.vcpus[c].ctx;
                 ctx.x[10] = r.error as u64;
                 ctx.x[11] = r.value;
-                ctx.sepc += 4;
+                ctx.sepc = ctx.sepc.wrapping_add(4);
                 if fence_wait != 0 {
                     return Next::WaitFences(fence_wait);
                 }
@@ -640,7 +640,7 @@ impl Machine {
             Outcome::Legacy(a0) => {
                 let ctx = &mut vm.vcpus[c].ctx;
                 ctx.x[10] = a0 as u64;
-                ctx.sepc += 4;
+                ctx.sepc = ctx.sepc.wrapping_add(4);
                 if fence_wait != 0 {
                     return Next::WaitFences(fence_wait);
                 }
@@ -667,7 +667,7 @@ impl Machine {
             Outcome::Suspend { retentive, resume_addr, opaque } => {
                 let sstc = vm.sstc;
                 let vcpu = &mut vm.vcpus[c];
-                vcpu.ctx.sepc += 4;
+                vcpu.ctx.sepc = vcpu.ctx.sepc.wrapping_add(4);
                 vcpu.ctx.x[10] = 0;
                 vcpu.hsm = HartState::Suspended;
                 vcpu.resume = (!retentive).then_some((resume_addr, opaque));
@@ -707,7 +707,7 @@ impl Machine {
         let from_vu = vcpu.ctx.sstatus & SSTATUS_SPP == 0;
         if insn == WFI && !from_vu {
             vcpu.stats.wfi += 1;
-            vcpu.ctx.sepc += 4;
+            vcpu.ctx.sepc = vcpu.ctx.sepc.wrapping_add(4);
             vcpu.wfi = true;
             sync_wake_state(vcpu, sstc);
             self.try_wake(h, s);
@@ -804,7 +804,7 @@ impl Machine {
                 if !op.is_store && op.reg != 0 {
                     vcpu.ctx.x[op.reg as usize] = op.extend(val);
                 }
-                vcpu.ctx.sepc += op.len as u64;
+                vcpu.ctx.sepc = vcpu.ctx.sepc.wrapping_add(op.len as u64);
             }
             None => {
                 vcpu.stats.mmio_unclaimed += 1;
