@@ -464,7 +464,7 @@ impl Machine {
             self.pump_net(h);
         }
         for v in 0..self.vms.len() {
-            if self.vms[v].running() && (self.vms[v].hvc.is_some() || self.vms[v].rng.is_some()) {
+            if self.vms[v].running() && (self.vms[v].hvc.is_some() || self.vms[v].rng.is_some() || !self.vms[v].fs.is_empty()) {
                 self.vms[v].poll_devices();
                 let woken = self.vms[v].sync_irqs();
                 self.kick_mask(h, v, woken);

@@ -336,7 +336,16 @@ fn vm_devices(
         machine.port_owner.push((vm_index, k));
         nics.push(port);
     }
-    Ok(vm::VmDevices { disks, hvc: desc.devices & rivet_bundle::DEV_HVC != 0, rng, nics })
+    let mut fs = Vec::new();
+    for (k, f) in desc.fs.iter().take(desc.fs_count).enumerate() {
+        let Some((dev, info)) = phys.fs.iter().find(|(d, _)| d.lock().index == f.fs) else {
+            return Err(alloc::format!("shared directory {k}: virtio-fs rivetfs{} not found", f.fs));
+        };
+        let len = f.tag.iter().position(|&b| b == 0).unwrap_or(f.tag.len());
+        let tag = core::str::from_utf8(&f.tag[..len]).map_err(|_| alloc::format!("shared directory {k}: bad tag"))?;
+        fs.push((physdev::FsRelay(dev.clone()), *info, String::from(tag)));
+    }
+    Ok(vm::VmDevices { disks, hvc: desc.devices & rivet_bundle::DEV_HVC != 0, rng, nics, fs })
 }
 
 /// The ISA extensions a guest gets: what the host hart has, limited to

@@ -86,8 +86,8 @@ pub struct PhysDevices {
     pub rng: Option<Arc<Mutex<PhysRng>>>,
     /// The machine's NIC (for a network's uplink) and its interrupt.
     pub net: Option<(PhysNet, Option<u32>)>,
-    /// Shared directories (virtio-fs), by their `rivetfs<N>` index.
-    pub fs: Vec<Arc<Mutex<crate::physfs::PhysFs>>>,
+    /// Shared directories (virtio-fs) and their FUSE session parameters.
+    pub fs: Vec<(Arc<Mutex<crate::physfs::PhysFs>>, rivet_virtio::fs::InitInfo)>,
 }
 
 /// Probes the host's virtio-mmio slots and starts drivers for the disks
@@ -97,7 +97,11 @@ pub fn probe(slots: &[rivet_devtree::Device], timebase: u64) -> PhysDevices {
     for d in slots {
         // virtio-drivers' transport does not know virtio-fs: ours drives it.
         if let Some(fs) = crate::physfs::PhysFs::probe(d.base, timebase) {
-            found.fs.push(Arc::new(Mutex::new(fs)));
+            let fs = Arc::new(Mutex::new(fs));
+            match fs_init(&fs) {
+                Some(info) => found.fs.push((fs, info)),
+                None => log::warn!("virtio-fs at {:#x}: unusable (no FUSE session)", d.base),
+            }
             continue;
         }
         let Some(header) = NonNull::new(d.base as *mut VirtIOHeader) else { continue };
@@ -208,5 +212,37 @@ impl EntropySource for Entropy {
             }
         }
         total
+    }
+}
+
+/// A guest's virtio-fs backend: the machine's virtio-fs device, shared by
+/// the VMs that mount the same directory (one request in flight at a time,
+/// under the machine lock).
+pub struct FsRelay(pub Arc<Mutex<crate::physfs::PhysFs>>);
+
+impl rivet_virtio::fs::FsBackend for FsRelay {
+    fn call(&mut self, request: &[u8], reply: &mut [u8]) -> Result<usize, rivet_virtio::fs::FsBackendError> {
+        self.0.lock().call(request, reply).map_err(|e| match e {
+            crate::physfs::FsError::Timeout => rivet_virtio::fs::FsBackendError::Timeout,
+            crate::physfs::FsError::Io => rivet_virtio::fs::FsBackendError::Io,
+        })
+    }
+    fn send_noreply(&mut self, request: &[u8]) -> Result<(), rivet_virtio::fs::FsBackendError> {
+        self.0.lock().send_noreply(request).map_err(|_| rivet_virtio::fs::FsBackendError::Io)
+    }
+}
+
+/// Negotiates FUSE once with a machine virtio-fs device; every guest's INIT
+/// is answered from this.
+pub fn fs_init(dev: &Arc<Mutex<crate::physfs::PhysFs>>) -> Option<rivet_virtio::fs::InitInfo> {
+    let req = rivet_virtio::fs::build_init_request(2);
+    let mut reply = [0u8; rivet_virtio::fs::INIT_REPLY_LEN];
+    let n = dev.lock().call(&req, &mut reply).ok()?;
+    match rivet_virtio::fs::parse_init_reply(reply.get(..n.min(reply.len()))?) {
+        Ok(info) => Some(info),
+        Err(e) => {
+            log::warn!("virtio-fs: FUSE_INIT with the host failed: {e:?}");
+            None
+        }
     }
 }

@@ -12,7 +12,7 @@ pub const DEVICE_ID: u32 = 26;
 const MAGIC: u32 = 0x7472_6976;
 /// Largest request or reply relayed (FUSE max_write 256 KiB + headers).
 pub const BUF_LEN: usize = 264 * 1024;
-const QUEUE_NUM: u16 = 4;
+const QUEUE_NUM: u16 = 128;
 const TAG_LEN: usize = 36;
 
 const R_MAGIC: u64 = 0x000;
@@ -105,7 +105,11 @@ impl PhysFs {
     /// Starts the driver for the virtio-fs device at `base`, if it is one
     /// with a `rivetfs<N>` tag.
     pub fn probe(base: u64, timebase: u64) -> Option<PhysFs> {
-        if rd32(base + R_MAGIC) != MAGIC || rd32(base + R_VERSION) != 2 || rd32(base + R_DEVICE_ID) != DEVICE_ID {
+        if rd32(base + R_MAGIC) != MAGIC || rd32(base + R_DEVICE_ID) != DEVICE_ID {
+            return None;
+        }
+        if rd32(base + R_VERSION) != 2 {
+            log::warn!("virtio-fs at {base:#x}: legacy virtio-mmio (version {}) is not supported", rd32(base + R_VERSION));
             return None;
         }
         let mut tag = [0u8; TAG_LEN];
@@ -218,8 +222,25 @@ impl PhysFs {
         let theirs = request.get(8..16).map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8]))).unwrap_or(0);
         self.next_unique = self.next_unique.wrapping_add(2);
         wr64(self.buf_in + 8, self.next_unique);
+        // The reply as header + payload descriptors, the way Linux's
+        // virtio-fs driver lays it out (virtiofsd writes READ data into the
+        // part after the header).
+        // The reply as a header descriptor plus one descriptor per page,
+        // the way Linux's virtio-fs driver lays it out: virtiofsd maps
+        // payload buffers page by page.
         Self::set_desc(&self.request, 0, self.buf_in, request.len() as u32, DESC_NEXT, 1);
-        Self::set_desc(&self.request, 1, self.buf_out, BUF_LEN as u32, DESC_WRITE, 0);
+        Self::set_desc(&self.request, 1, self.buf_out, 16, DESC_WRITE | DESC_NEXT, 2);
+        let mut at = self.buf_out + 16;
+        let end = self.buf_out + BUF_LEN as u64;
+        let mut i = 2u16;
+        while at < end {
+            let next_page = (at & !4095) + 4096;
+            let len = next_page.min(end) - at;
+            let last = next_page >= end;
+            Self::set_desc(&self.request, i, at, len as u32, if last { DESC_WRITE } else { DESC_WRITE | DESC_NEXT }, i + 1);
+            at += len;
+            i += 1;
+        }
         let len = match self.submit(1) {
             Ok(l) => l as usize,
             Err(e) => {
@@ -228,6 +249,14 @@ impl PhysFs {
                 return Err(e);
             }
         };
+        if len > reply.len() {
+            log::warn!(
+                "shared directory {}: reply of {len} bytes for a {}-byte buffer (opcode {})",
+                self.index,
+                reply.len(),
+                request.get(4..8).map(|b| u32::from_le_bytes(b.try_into().unwrap_or([0; 4]))).unwrap_or(0)
+            );
+        }
         let n = len.min(reply.len()).min(BUF_LEN);
         // SAFETY: buf_out is our DMA buffer of BUF_LEN bytes; n <= BUF_LEN.
         let src = unsafe { core::slice::from_raw_parts(self.buf_out as *const u8, n) };

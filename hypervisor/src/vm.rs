@@ -23,7 +23,8 @@ use rivet_virtio::net::{FrameQueue, Net};
 use rivet_virtio::rng::Rng;
 use rivet_vplic::Plic;
 
-use crate::physdev::{DiskWindow, Entropy};
+use crate::physdev::{DiskWindow, Entropy, FsRelay};
+use rivet_virtio::fs::{FsDevice, InitInfo};
 
 pub const RAM_BASE: u64 = 0x8000_0000;
 pub const PLIC_BASE: u64 = 0x0c00_0000;
@@ -77,6 +78,8 @@ pub struct VmDevices {
     pub rng: Option<Entropy>,
     /// One switch port per NIC.
     pub nics: Vec<rivet_vswitch::PortId>,
+    /// Shared directories: backend, its FUSE session, guest tag.
+    pub fs: Vec<(FsRelay, InitInfo, String)>,
 }
 
 /// A virtio-net card and its port on the virtual switch. Transmitted
@@ -135,6 +138,7 @@ pub struct Vm {
     pub hvc: Option<VirtioSlot<Console<HvcOut>>>,
     pub rng: Option<VirtioSlot<Rng<Entropy>>>,
     pub nets: Vec<NetSlot>,
+    pub fs: Vec<VirtioSlot<FsDevice<FsRelay>>>,
 }
 
 #[derive(Debug)]
@@ -243,11 +247,24 @@ impl Vm {
                 NetSlot { slot: VirtioSlot { base, irq, dev: MmioDevice::new(Net::new(mac, FrameQueue::new(32))) }, port }
             })
             .collect();
+        let mut fs_slots = Vec::new();
+        for (relay, info, tag) in devices.fs {
+            let (base, irq) = next_slot();
+            match FsDevice::new(&tag, relay, info) {
+                Ok(d) => fs_slots.push(VirtioSlot {
+                    base,
+                    irq,
+                    dev: MmioDevice::new(d.with_max_request(crate::physfs::BUF_LEN - 4096)),
+                }),
+                Err(e) => log::warn!("VM {}: shared directory {tag:?} not offered: {e:?}", desc.name),
+            }
+        }
         let mut virtio_dt: Vec<Device> =
             blks.iter().map(|b| Device { base: b.base, size: VIRTIO_SIZE, irq: Some(b.irq) }).collect();
         virtio_dt.extend(hvc.iter().map(|b| Device { base: b.base, size: VIRTIO_SIZE, irq: Some(b.irq) }));
         virtio_dt.extend(rng.iter().map(|b| Device { base: b.base, size: VIRTIO_SIZE, irq: Some(b.irq) }));
         virtio_dt.extend(nets.iter().map(|n| Device { base: n.slot.base, size: VIRTIO_SIZE, irq: Some(n.slot.irq) }));
+        virtio_dt.extend(fs_slots.iter().map(|f| Device { base: f.base, size: VIRTIO_SIZE, irq: Some(f.irq) }));
         let dt = GuestDt {
             vcpus: desc.vcpus,
             isa_extensions: host.extensions,
@@ -297,6 +314,7 @@ impl Vm {
             hvc,
             rng,
             nets,
+            fs: fs_slots,
         };
         vm.boot(&layout);
         Ok(vm)
@@ -330,6 +348,9 @@ impl Vm {
         }
         for n in &mut self.nets {
             n.slot.dev.reset();
+        }
+        for f in &mut self.fs {
+            f.dev.reset();
         }
         self.state = VmState::Running;
         self.boots += 1;
@@ -434,6 +455,9 @@ impl Vm {
         for n in &self.nets {
             self.plic.set_level(n.slot.irq, n.slot.dev.irq_level());
         }
+        for f in &self.fs {
+            self.plic.set_level(f.irq, f.dev.irq_level());
+        }
         let lines = self.plic.irq_lines();
         let mut woken = 0;
         for (i, v) in self.vcpus.iter_mut().enumerate() {
@@ -486,6 +510,9 @@ impl Vm {
         for n in self.nets.iter_mut() {
             try_slot!(n.slot);
         }
+        for f in self.fs.iter_mut() {
+            try_slot!(f);
+        }
         None
     }
 
@@ -502,6 +529,9 @@ impl Vm {
         }
         for n in self.nets.iter_mut() {
             let _ = n.slot.dev.poll(ram);
+        }
+        for f in self.fs.iter_mut() {
+            let _ = f.dev.poll(ram);
         }
     }
 

@@ -24,6 +24,14 @@
 //!    hypervisor and early kernel boot are not in it).
 //! 3. The exit profile of a Linux boot under Rivet (`--log 4` prints it at
 //!    power-off).
+//! 4. I/O (skipped with `--no-io`; `--io-only` runs nothing else):
+//!    virtio-blk sequential read and write throughput of the same Linux
+//!    guest on a 64 MiB raw image, natively on QEMU's own virtio-blk and
+//!    under Rivet (its emulated virtio-blk backed by QEMU's), timed with
+//!    /rdtime around `dd` (see [`BLK_BOOTARGS`] for why both sides boot
+//!    with `nohlt`); and, Rivet only, virtio-net between two Linux VMs on
+//!    one network of Rivet's switch: ping round trip and a 4 MiB TCP
+//!    transfer with busybox nc.
 //!
 //! Each figure is the median of `--runs` runs (default 3) with min/max.
 //! Results: target/bench/results.{json,md,svg}; the Markdown is printed.
@@ -1393,6 +1401,24 @@ pub fn bench(args: &[String]) -> Result<u8, String> {
     // 4. Disk and network I/O.
     if let (Some((kernel, initramfs)), Some((img, cfg))) = (&linux, &io) {
         println!("== virtio-blk (native and Rivet) and virtio-net (Rivet, two VMs), {} run(s) each", o.runs);
+        notes.push(format!(
+            "virtio-blk rows: Linux, 1 CPU (Rivet: 1 vCPU on 1 hart), booted with `{BLK_BOOTARGS}` on both sides (see the \
+             note on `nohlt`); each transfer is 32 MiB (dd bs=64k count=512) on a fresh, fully written 64 MiB raw image \
+             (QEMU virtio-blk, cache=writeback, so the host serves it from its page cache), timed in guest time with \
+             /rdtime around the dd command, minus the probe pair's own cost; dd's own rates (in the logs) agree. \
+             Waiting for QEMU's backend is billed as the instructions executed meanwhile (the guest's idle loop natively, \
+             Rivet's polling loop under Rivet), so these rows follow host speed and load and vary more between runs \
+             than the rest."
+        ));
+        notes.push(
+            "virtio-net rows (Rivet only): two Linux VMs (1 vCPU and 256 MiB each, pinned to harts 0 and 1) on one \
+             network of Rivet's switch. Ping: `ping -c 10` after a 2-ping warm-up, median of busybox's round-trip times \
+             (guest clock). TCP: 4 MiB of zeros from tmpfs with busybox nc, from before the sender's nc starts (connect \
+             included) to the receiver's /rdtime after its nc saw EOF, i.e. every byte arrived (Rivet sets htimedelta = 0, \
+             so both VMs read one clock), minus the probe pair (nc's -w 3 idle wait is not in it). Under -icount both harts' \
+             instructions advance the one clock, so sender, receiver and hypervisor work count back to back."
+                .into(),
+        );
         let (mut native_ok, mut rivet_ok, mut net_ok) = (true, true, true);
         for run in 0..o.runs {
             // Sides: native and Rivet with `nohlt`; once, for reference,
@@ -1583,24 +1609,6 @@ pub fn bench(args: &[String]) -> Result<u8, String> {
             "MiB/s guest time",
             "Rivet only; sender's nc start → receiver's nc saw EOF (all bytes in)",
         ));
-        notes.push(format!(
-            "virtio-blk rows: Linux, 1 CPU (Rivet: 1 vCPU on 1 hart), booted with `{BLK_BOOTARGS}` on both sides (see the \
-             note on `nohlt`); each transfer is 32 MiB (dd bs=64k count=512) on a fresh, fully written 64 MiB raw image \
-             (QEMU virtio-blk, cache=writeback, so the host serves it from its page cache), timed in guest time with \
-             /rdtime around the dd command, minus the probe pair's own cost; dd's own rates (in the logs) agree. \
-             Waiting for QEMU's backend is billed as the instructions executed meanwhile (the guest's idle loop natively, \
-             Rivet's polling loop under Rivet), so these rows follow host speed and load and vary more between runs \
-             than the rest."
-        ));
-        notes.push(
-            "virtio-net rows (Rivet only): two Linux VMs (1 vCPU and 256 MiB each, pinned to harts 0 and 1) on one \
-             network of Rivet's switch. Ping: `ping -c 10` after a 2-ping warm-up, median of busybox's round-trip times \
-             (guest clock). TCP: 4 MiB of zeros from tmpfs with busybox nc, from before the sender's nc starts (connect \
-             included) to the receiver's /rdtime after its nc saw EOF, i.e. every byte arrived (Rivet sets htimedelta = 0, \
-             so both VMs read one clock), minus the probe pair; nc's -w wait is never reached. Under -icount both harts' \
-             instructions advance the one clock, so sender, receiver and hypervisor work count back to back."
-                .into(),
-        );
         rows.push(row(
             "net.tcp_sender.ms",
             "virtio-net TCP, sender's nc start → exit",
@@ -1651,7 +1659,12 @@ fn short_label(r: &Row) -> String {
         return format!("linux {v} cpu: {}", what.replace('_', " "));
     }
     let base = k.rsplit_once('.').map(|(b, _)| b).unwrap_or(k);
-    base.replace("@nosstc", " (no Sstc)").replace("@2harts", " (2 harts)")
+    let base = base.replace("@nosstc", " (no Sstc)").replace("@2harts", " (2 harts)");
+    if k.starts_with("net.") {
+        format!("{base} (Rivet only)")
+    } else {
+        base
+    }
 }
 
 /// "instructions/call" → "instructions", "ms guest time" → "ms",
@@ -2043,6 +2056,9 @@ mod tests {
         let r = row("timer.sbi@nosstc.instret", "instructions deadline→handler");
         assert_eq!((short_label(&r), short_unit(&r.unit)), ("timer.sbi (no Sstc)".into(), "instructions".into()));
         assert_eq!(short_unit("instructions/round trip"), "instructions");
+        let r = row("net.tcp.mibs", "MiB/s guest time");
+        assert_eq!((short_label(&r), short_unit(&r.unit)), ("net.tcp (Rivet only)".into(), "MiB/s".into()));
+        assert_eq!(short_label(&row("io.probe.us", "µs guest time")), "io.probe");
     }
 
     #[test]
@@ -2058,6 +2074,66 @@ mod tests {
         assert_eq!(json_str("a\"b\\c\nd"), "\"a\\\"b\\\\c\\nd\"");
         assert_eq!(json_num(f64::NAN), "null");
         assert_eq!(json_num(1.5), "1.5");
+    }
+
+    #[test]
+    fn io_lines() {
+        // The typed command line (`bench""-io`) never matches; the output does.
+        let out = "/ # a=$(/rdtime); dd if=/dev/zero of=/dev/vda; b=$(/rdtime); echo \"bench\"\"-io write-direct $a $b\"\r\n\
+                   bench-io write-direct 1716938 2053672\r\n\
+                   [alpha] bench-io tcp-recv-end 99\n\
+                   bench-io broken x y\n";
+        assert_eq!(parse_io(out, "write-direct"), Some(vec![1716938, 2053672]));
+        assert_eq!(io_interval(out, "write-direct"), Some(2053672 - 1716938));
+        assert_eq!(parse_io(out, "tcp-recv-end"), Some(vec![99]));
+        assert_eq!(io_interval(out, "tcp-recv-end"), None);
+        assert_eq!(parse_io(out, "broken"), None);
+        assert_eq!(parse_io(out, "write"), None);
+        assert_eq!(io_interval("bench-io back 5 3\n", "back"), None);
+        let t = timed("probe", ":");
+        assert!(t.ends_with('\n'));
+        assert!(t.contains("bench\"\"-io probe $a $b") && !t.contains("bench-io"));
+    }
+
+    #[test]
+    fn ping_and_rates() {
+        let out = "[beta] PING 10.0.0.1 (10.0.0.1): 56 data bytes\n\
+                   [beta] 64 bytes from 10.0.0.1: seq=0 ttl=64 time=0.812 ms\n\
+                   [beta] 64 bytes from 10.0.0.1: seq=1 ttl=64 time=0.126 ms\n\
+                   [beta] round-trip min/avg/max = 0.126/0.469/0.812 ms\n";
+        assert_eq!(parse_ping_rtts(out), vec![0.812, 0.126]);
+        assert!(parse_ping_rtts("64 bytes from x: seq=0 ttl=64\n").is_empty());
+        // 32 MiB in 0.1 s of a 10 MHz time CSR.
+        let r = mib_per_s(32 << 20, 1_000_000.0, 10_000_000.0).unwrap();
+        assert!((r - 320.0).abs() < 1e-9);
+        assert_eq!(mib_per_s(1, 0.0, 1.0), None);
+        assert_eq!(short_unit("MiB/s guest time"), "MiB/s");
+        assert_eq!(short_unit("µs guest time"), "µs");
+    }
+
+    #[test]
+    fn net_config_is_valid() {
+        let dir = std::env::temp_dir();
+        let text = net_config(&dir.join("Image"), &dir.join("initramfs.cpio"));
+        let cfg = rivet_config::parse(&text, &dir.join("net.toml")).map_err(|e| format!("{e:?}")).unwrap();
+        assert_eq!(cfg.harts, 2);
+        assert_eq!(cfg.vms.len(), 2);
+        assert_eq!(cfg.vms[0].name, "alpha");
+        assert!(cfg.vms[0].console && !cfg.vms[1].console);
+        assert_eq!(cfg.vms[1].pin.as_deref(), Some(&[1u32][..]));
+        assert!(cfg.vms.iter().all(|v| v.nics.len() == 1 && v.nics[0].network == "lan"));
+    }
+
+    #[test]
+    fn options() {
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let o = parse_opts(&[]).unwrap();
+        assert!(o.micro && o.linux_boot && o.io && o.runs == 3);
+        let o = parse_opts(&args(&["--no-io"])).unwrap();
+        assert!(o.micro && o.linux_boot && !o.io);
+        let o = parse_opts(&args(&["--io-only", "--runs", "2"])).unwrap();
+        assert!(!o.micro && !o.exits && !o.linux_boot && o.io && o.runs == 2);
+        assert!(parse_opts(&args(&["--bogus"])).is_err());
     }
 
     #[test]

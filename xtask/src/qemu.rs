@@ -46,6 +46,9 @@ impl Machine {
         c.args(["-M", "virt", "-cpu", &cpu, "-smp", &self.harts.to_string()]);
         c.args(["-m", &format!("{}M", self.memory_mb)]);
         c.args(["-bios", "default", "-no-reboot", "-display", "none", "-monitor", "none"]);
+        // Modern (version 2) virtio-mmio for the machine's own devices:
+        // Rivet's virtio-fs driver speaks only that (QEMU's default is legacy).
+        c.args(["-global", "virtio-mmio.force-legacy=false"]);
         // Plain stdio serial (no QEMU mux): Ctrl-A belongs to Rivet's console.
         c.args(["-chardev", "stdio,id=con0", "-serial", "chardev:con0"]);
         c.arg("-kernel").arg(&self.hypervisor);

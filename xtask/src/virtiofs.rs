@@ -75,7 +75,7 @@ pub fn start(set: &FsSet, tag: &str, memory_mb: u64) -> Result<Vec<String>, Stri
             .arg(&sock)
             .arg("--shared-dir")
             .arg(dir)
-            .args(["--sandbox", "none", "--cache", "never"])
+            .args(["--sandbox", "none", "--cache", "auto"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

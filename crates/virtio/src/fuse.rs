@@ -744,7 +744,9 @@ mod tests {
         ] {
             assert_eq!(classify(op), OpClass::Unsupported, "{op}");
         }
-        let relayed = (0..=60).filter(|&op| classify(op) == OpClass::Relay).count();
+        let relayed = (0..=60)
+            .filter(|&op| classify(op) == OpClass::Relay)
+            .count();
         // 1..=52 minus 7, 19, the 5 special classes (2 forgets, interrupt,
         // notify reply, init, destroy = 6 opcodes) and 5 unsupported.
         assert_eq!(relayed, 52 - 2 - 6 - 5);

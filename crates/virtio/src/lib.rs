@@ -3,7 +3,7 @@
 //! This crate owns everything a guest driver talks to when it drives a virtio
 //! device over the virtio-mmio transport (virtio 1.x, "modern", MMIO
 //! `Version` 2): the register file ([`mmio::MmioDevice`]), split virtqueues
-//! ([`queue::Queue`]) and four device models, each talking to the host
+//! ([`queue::Queue`]) and five device models, each talking to the host
 //! through a small backend trait:
 //!
 //! | module      | device         | id | backend trait                      |
@@ -12,6 +12,9 @@
 //! | [`blk`]     | virtio-blk     | 2  | [`blk::BlockBackend`]              |
 //! | [`console`] | virtio-console | 3  | [`console::ConsoleBackend`]        |
 //! | [`rng`]     | virtio-rng     | 4  | [`rng::EntropySource`]             |
+//! | [`fs`]      | virtio-fs      | 26 | [`fs::FsBackend`] (FUSE relay)     |
+//!
+//! [`fuse`] holds the FUSE wire structures virtio-fs reads and writes.
 //!
 //! Section numbers in comments refer to the virtio 1.3 specification text in
 //! `shared/specs/virtio` (e.g. "§2.7.5" = "The Virtqueue Descriptor Table").
@@ -56,6 +59,8 @@ extern crate alloc;
 
 pub mod blk;
 pub mod console;
+pub mod fs;
+pub mod fuse;
 pub mod mmio;
 pub mod net;
 pub mod queue;
@@ -149,7 +154,7 @@ impl NotifyResult {
 /// only with queues the driver enabled (`Queue::ready`) doing anything.
 pub trait VirtioDevice {
     /// Virtio device id (§5: 1 = network, 2 = block, 3 = console,
-    /// 4 = entropy).
+    /// 4 = entropy, 26 = file system).
     fn device_id(&self) -> u32;
     /// Device-type feature bits offered (the transport masks this with
     /// [`features::DEVICE_SPECIFIC_MASK`] and adds its own). Read once, when

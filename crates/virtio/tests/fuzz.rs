@@ -9,6 +9,8 @@ use common::*;
 use rivet_guest_mem::{GuestMemory, VecMemory};
 use rivet_virtio::blk::{Blk, RamDisk};
 use rivet_virtio::console::{Console, ConsoleBackend};
+use rivet_virtio::fs::{FsBackend, FsBackendError, FsDevice, InitInfo};
+use rivet_virtio::fuse::{InHeader, OutHeader, RELAY_SUPPORTED_FLAGS};
 use rivet_virtio::mmio::{reg, MMIO_SIZE};
 use rivet_virtio::net::{FrameQueue, Net, NetBackend, MAX_FRAME_LEN, MIN_FRAME_LEN};
 use rivet_virtio::queue::{VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE};
@@ -48,6 +50,53 @@ impl EntropySource for Flaky {
         buf.iter_mut().for_each(|b| *b = 0xa5);
         n // sometimes more than asked: must be clamped
     }
+}
+
+/// Answers every FUSE request with a random-length reply (sometimes
+/// malformed, sometimes failing): the device must cope with all of them.
+struct Echo(XorShift);
+impl FsBackend for Echo {
+    fn call(&mut self, request: &[u8], reply: &mut [u8]) -> Result<usize, FsBackendError> {
+        let h = InHeader::parse(request).expect("whole header");
+        assert_eq!(h.len as usize, request.len());
+        if self.0.chance(10) {
+            return Err(FsBackendError::Timeout);
+        }
+        let n = (self.0.below(300) as usize).max(16);
+        let len = if self.0.chance(90) {
+            n as u32
+        } else {
+            self.0.next() as u32
+        };
+        let header = OutHeader {
+            len,
+            error: 0,
+            unique: h.unique,
+        }
+        .to_bytes();
+        let fit = reply.len().min(16);
+        reply[..fit].copy_from_slice(&header[..fit]);
+        Ok(n)
+    }
+    fn send_noreply(&mut self, request: &[u8]) -> Result<(), FsBackendError> {
+        assert!(request.len() >= 40);
+        Ok(())
+    }
+}
+
+fn fs_device(seed: u64) -> FsDevice<Echo> {
+    let info = InitInfo {
+        major: 7,
+        minor: 38,
+        max_readahead: 1 << 17,
+        flags: RELAY_SUPPORTED_FLAGS,
+        max_background: 16,
+        congestion_threshold: 12,
+        max_write: 1 << 20,
+        time_gran: 1,
+        max_pages: 256,
+    };
+    FsDevice::new("fuzz", Echo(XorShift(seed)), info).unwrap()
 }
 
 const REGS: [u64; 24] = [
@@ -202,6 +251,11 @@ fn register_garbage_console() {
 #[test]
 fn register_garbage_net() {
     register_sweep(net_device(), 0x6e65_7466_757a_7a01, 30_000);
+}
+
+#[test]
+fn register_garbage_fs() {
+    register_sweep(fs_device(3), 0xf5f5_0001_2345_6789, 30_000);
 }
 
 #[test]
@@ -489,6 +543,51 @@ fn ring_garbage_rng() {
     let out = ring_sweep(Rng::new(Flaky(XorShift(5))), 0x5eed_0003, 20_000, |_, _| {});
     assert!(out.completed > 100, "{}", out.completed);
     assert!(out.resets > 100, "{}", out.resets);
+}
+
+#[test]
+fn ring_garbage_fs() {
+    // Hostile rings around well-formed FUSE requests (an INIT when there is
+    // no session, then relayed and forgotten requests), so the sweep also
+    // reaches the relay path.
+    let mut stats = Default::default();
+    let out = ring_sweep(fs_device(9), 0x5eed_0005, 20_000, |h, rng| {
+        stats = h.dev.device().stats();
+        if !rng.chance(30) {
+            return;
+        }
+        let session = h.dev.device().session().is_some();
+        let (opcode, q, out_len) = match (session, rng.below(3)) {
+            (false, _) => (26, 1, 80),
+            (true, 0) => (2, 0, 0),
+            (true, _) => (3, 1, rng.below(400) as u32),
+        };
+        let mut b = InHeader {
+            len: 104,
+            opcode,
+            unique: rng.next(),
+            ..InHeader::default()
+        }
+        .to_bytes()
+        .to_vec();
+        b.extend_from_slice(&7u32.to_le_bytes());
+        b.extend_from_slice(&38u32.to_le_bytes());
+        b.extend_from_slice(&[0xff; 56]);
+        let a = h.buf(&b);
+        let mut segs = vec![r(a, 104)];
+        if out_len > 0 {
+            let o = h.alloc(u64::from(out_len));
+            segs.push(w(o, out_len));
+        }
+        h.add_chain(q, &segs);
+        if h.heap > RAM_BASE + RAM_SIZE as u64 - 0x10000 {
+            h.heap = HEAP + 0x10000;
+        }
+    });
+    eprintln!("{stats:?}");
+    assert!(out.completed > 100, "{}", out.completed);
+    assert!(out.resets > 100, "{}", out.resets);
+    assert!(stats.local > 10 && stats.relayed > 10 && stats.forgets > 10);
 }
 
 #[test]
