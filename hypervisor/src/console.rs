@@ -30,7 +30,11 @@ pub struct Console {
 
 impl Console {
     pub const fn new() -> Self {
-        Self { focus: 0, to_hvc: false, escaped: false }
+        Self {
+            focus: 0,
+            to_hvc: false,
+            escaped: false,
+        }
     }
 
     pub fn input(&mut self, b: u8, vms: usize) -> Action {
@@ -81,12 +85,25 @@ impl Console {
 pub fn report(vms: &[Vm], harts: &[crate::machine::HartSlot]) {
     crate::println!("\r\n[rivet] {} VM(s):", vms.len());
     for vm in vms {
-        crate::println!("[rivet]  {} '{}' vmid {} {:?} boots {}", vm.index, vm.name, vm.vmid, vm.state, vm.boots);
+        crate::println!(
+            "[rivet]  {} '{}' vmid {} {:?} boots {}",
+            vm.index,
+            vm.name,
+            vm.vmid,
+            vm.state,
+            vm.boots
+        );
         let mut total = crate::vcpu::ExitStats::default();
         for v in &vm.vcpus {
             let place = match (v.running_on, v.pin) {
-                (Some(h), _) => alloc::format!("running on hart {}", harts.get(h).map(|x| x.hartid).unwrap_or(0)),
-                (None, Some(p)) => alloc::format!("pinned to hart {}", harts.get(p).map(|x| x.hartid).unwrap_or(0)),
+                (Some(h), _) => alloc::format!(
+                    "running on hart {}",
+                    harts.get(h).map(|x| x.hartid).unwrap_or(0)
+                ),
+                (None, Some(p)) => alloc::format!(
+                    "pinned to hart {}",
+                    harts.get(p).map(|x| x.hartid).unwrap_or(0)
+                ),
                 (None, None) => alloc::string::String::from("time-sliced"),
             };
             crate::println!(
@@ -111,7 +128,9 @@ pub fn report_switch(sw: &rivet_vswitch::Switch, owners: &[(usize, usize)], vms:
     crate::println!("[rivet] switch ports:");
     for (i, owner) in owners.iter().enumerate() {
         let port = rivet_vswitch::PortId(i as u16);
-        let Some(st) = sw.port_stats(port) else { continue };
+        let Some(st) = sw.port_stats(port) else {
+            continue;
+        };
         let who = match *owner {
             crate::machine::UPLINK => alloc::string::String::from("uplink (machine NIC)"),
             (v, k) => match vms.get(v) {

@@ -16,7 +16,12 @@ pub enum Exit {
     /// ecall from VS-mode: an SBI call.
     Ecall,
     /// G-stage translation failed: MMIO to an emulated device, or a stray access.
-    GuestPageFault { access: Access, gpa: u64, gva: u64, htinst: u64 },
+    GuestPageFault {
+        access: Access,
+        gpa: u64,
+        gva: u64,
+        htinst: u64,
+    },
     /// WFI, or an H/HS instruction or CSR the guest may not use.
     VirtualInstruction { insn: u64 },
     /// An interrupt for the hypervisor (timer, external, software).
@@ -47,10 +52,21 @@ pub fn decode() -> Exit {
             // The spec splits the faulting guest physical address: htval
             // holds bits 63:2, stval supplies the low two bits.
             let gpa = (csr_read!(HTVAL) << 2) | (stval & 3);
-            Exit::GuestPageFault { access, gpa, gva: stval, htinst: csr_read!(HTINST) }
+            Exit::GuestPageFault {
+                access,
+                gpa,
+                gva: stval,
+                htinst: csr_read!(HTINST),
+            }
         }
-        22 => Exit::VirtualInstruction { insn: csr_read!(STVAL) },
-        cause => Exit::Other { cause, tval: csr_read!(STVAL), htval: csr_read!(HTVAL) },
+        22 => Exit::VirtualInstruction {
+            insn: csr_read!(STVAL),
+        },
+        cause => Exit::Other {
+            cause,
+            tval: csr_read!(STVAL),
+            htval: csr_read!(HTVAL),
+        },
     }
 }
 

@@ -25,7 +25,11 @@ impl HostPlic {
 
     /// Enables `uart_irq` (priority 1, threshold 0) for `context`.
     pub fn new(base: u64, context: u64, uart_irq: Option<u32>) -> Self {
-        let p = Self { base, context, uart_irq };
+        let p = Self {
+            base,
+            context,
+            uart_irq,
+        };
         p.write(0x20_0000 + context * 0x1000, 0);
         if let Some(irq) = uart_irq {
             p.enable(irq);

@@ -16,12 +16,12 @@ use alloc::vec::Vec;
 
 use crate::arch::{self, csr::*, firmware, hext, Caps};
 use crate::exit::{self, Access, Exit};
+use crate::sync::{HartMutex, HartMutexGuard};
 use crate::vm::{Vm, VmState, PLIC_BASE, PLIC_SIZE, UART_BASE, UART_SIZE, VIRTIO_BASE};
 use crate::{csr_clear, csr_read, csr_write};
 use rivet_frame_alloc::FrameAllocator;
 use rivet_insn::MmioAccess;
 use rivet_sbi::{HartState, Outcome, ResetReason, ResetType, SbiCall};
-use crate::sync::{HartMutex, HartMutexGuard};
 
 /// Time slice when several vCPUs share a hart, in timebase ticks (10 ms at 10 MHz).
 const SLICE_TICKS: u64 = 100_000;
@@ -110,12 +110,26 @@ pub fn caps() -> Caps {
 /// powers off from here when the last VM stops).
 pub fn hart_main(slot: usize) -> ! {
     let caps = lock().caps;
-    let mut h = Hart { slot, loaded: None, last_vm: None, armed: u64::MAX, cursor: 0, caps };
+    let mut h = Hart {
+        slot,
+        loaded: None,
+        last_vm: None,
+        armed: u64::MAX,
+        cursor: 0,
+        caps,
+    };
     loop {
         let mut m = lock();
         m.service(&mut h);
-        if !m.vms.iter().any(|v| v.state != VmState::Stopped { failed: false } && v.state != VmState::Stopped { failed: true }) && !m.keep_running {
-            let failed = m.vms.iter().any(|v| v.state == VmState::Stopped { failed: true });
+        if !m.vms.iter().any(|v| {
+            v.state != VmState::Stopped { failed: false }
+                && v.state != VmState::Stopped { failed: true }
+        }) && !m.keep_running
+        {
+            let failed = m
+                .vms
+                .iter()
+                .any(|v| v.state == VmState::Stopped { failed: true });
             m.power_off(failed);
         }
         match m.pick(&mut h) {
@@ -189,7 +203,10 @@ fn run_vcpu(h: &mut Hart, s: Slot, mut m: HartMutexGuard<'static, Machine>) {
             next = Next::Resume;
         }
         let runnable = m.runnable(s);
-        if next == Next::Reschedule || !runnable || (arch::time() >= slice_end && m.others_runnable(h, s)) {
+        if next == Next::Reschedule
+            || !runnable
+            || (arch::time() >= slice_end && m.others_runnable(h, s))
+        {
             m.deschedule(h, s);
             return;
         }
@@ -260,13 +277,19 @@ impl Machine {
                 crate::print_exit_stats(&t);
             }
         }
-        log::info!("all VMs stopped; powering off{}", if failed { " (a VM failed)" } else { "" });
+        log::info!(
+            "all VMs stopped; powering off{}",
+            if failed { " (a VM failed)" } else { "" }
+        );
         crate::outq::drain();
         firmware::shutdown(failed)
     }
 
     fn slots(&self) -> impl Iterator<Item = Slot> + '_ {
-        self.vms.iter().enumerate().flat_map(|(i, vm)| (0..vm.vcpus.len()).map(move |j| (i, j)))
+        self.vms
+            .iter()
+            .enumerate()
+            .flat_map(|(i, vm)| (0..vm.vcpus.len()).map(move |j| (i, j)))
     }
 
     fn runnable(&self, (v, c): Slot) -> bool {
@@ -343,7 +366,9 @@ impl Machine {
                 hext::fp_save(&mut prev.fp);
             }
         }
-        let shared_vmid = h.last_vm.is_some_and(|l| l != v && self.vms[l].vmid == self.vms[v].vmid);
+        let shared_vmid = h
+            .last_vm
+            .is_some_and(|l| l != v && self.vms[l].vmid == self.vms[v].vmid);
         let vm = &mut self.vms[v];
         csr_write!(HGATP, vm.hgatp);
         if shared_vmid {
@@ -464,7 +489,11 @@ impl Machine {
             self.pump_net(h);
         }
         for v in 0..self.vms.len() {
-            if self.vms[v].running() && (self.vms[v].hvc.is_some() || self.vms[v].rng.is_some() || !self.vms[v].fs.is_empty()) {
+            if self.vms[v].running()
+                && (self.vms[v].hvc.is_some()
+                    || self.vms[v].rng.is_some()
+                    || !self.vms[v].fs.is_empty())
+            {
                 self.vms[v].poll_devices();
                 let woken = self.vms[v].sync_irqs();
                 self.kick_mask(h, v, woken);
@@ -573,7 +602,12 @@ impl Machine {
         let (v, c) = s;
         match e {
             Exit::Ecall => self.handle_sbi(h, s),
-            Exit::GuestPageFault { access, gpa, gva, htinst } => self.handle_guest_fault(h, s, access, gpa, gva, htinst),
+            Exit::GuestPageFault {
+                access,
+                gpa,
+                gva,
+                htinst,
+            } => self.handle_guest_fault(h, s, access, gpa, gva, htinst),
             Exit::VirtualInstruction { insn } => self.handle_virtual_insn(h, s, insn),
             Exit::Interrupt(code) => {
                 let st = &mut self.vms[v].vcpus[c].stats;
@@ -617,10 +651,20 @@ impl Machine {
         let ids = self.machine_ids;
         let vm = &mut self.vms[v];
         let x = &vm.vcpus[c].ctx.x;
-        let call = SbiCall { eid: x[17], fid: x[16], args: [x[10], x[11], x[12], x[13], x[14], x[15]] };
+        let call = SbiCall {
+            eid: x[17],
+            fid: x[16],
+            args: [x[10], x[11], x[12], x[13], x[14], x[15]],
+        };
         vm.vcpus[c].stats.sbi[crate::vcpu::ExitStats::sbi_kind(call.eid)] += 1;
         let (outcome, kicks, fence_wait) = {
-            let mut env = crate::sbi_env::Env { vm, cur: c, machine_ids: ids, kicks: 0, fence_wait: 0 };
+            let mut env = crate::sbi_env::Env {
+                vm,
+                cur: c,
+                machine_ids: ids,
+                kicks: 0,
+                fence_wait: 0,
+            };
             let o = rivet_sbi::dispatch(&mut env, &call);
             (o, env.kicks, env.fence_wait)
         };
@@ -650,7 +694,10 @@ impl Machine {
                 match kind {
                     ResetType::Shutdown => {
                         let failed = reason == ResetReason::SystemFailure;
-                        vm.stop(failed, format_args!("guest requested shutdown ({reason:?})"));
+                        vm.stop(
+                            failed,
+                            format_args!("guest requested shutdown ({reason:?})"),
+                        );
                     }
                     ResetType::ColdReboot | ResetType::WarmReboot => {
                         vm.flush_output();
@@ -664,7 +711,11 @@ impl Machine {
                 vm.vcpus[c].hsm = HartState::Stopped;
                 Next::Reschedule
             }
-            Outcome::Suspend { retentive, resume_addr, opaque } => {
+            Outcome::Suspend {
+                retentive,
+                resume_addr,
+                opaque,
+            } => {
                 let sstc = vm.sstc;
                 let vcpu = &mut vm.vcpus[c];
                 vcpu.ctx.sepc = vcpu.ctx.sepc.wrapping_add(4);
@@ -687,7 +738,10 @@ impl Machine {
         let sstc = vm.sstc;
         let vcpu = &mut vm.vcpus[c];
         let (vsie, vstimecmp) = if loaded {
-            (csr_read!(VSIE), if sstc { csr_read!(VSTIMECMP) } else { u64::MAX })
+            (
+                csr_read!(VSIE),
+                if sstc { csr_read!(VSTIMECMP) } else { u64::MAX },
+            )
         } else {
             (vcpu.csrs.vsie, vcpu.csrs.vstimecmp)
         };
@@ -727,14 +781,26 @@ impl Machine {
         Next::Resume
     }
 
-    fn handle_guest_fault(&mut self, h: &mut Hart, s: Slot, access: Access, gpa: u64, gva: u64, htinst: u64) -> Next {
+    fn handle_guest_fault(
+        &mut self,
+        h: &mut Hart,
+        s: Slot,
+        access: Access,
+        gpa: u64,
+        gva: u64,
+        htinst: u64,
+    ) -> Next {
         let (v, c) = s;
         if access == Access::Fetch {
             self.vms[v].vcpus[c].stats.other += 1;
             self.crash(h, s, 20, gva, gpa >> 2);
             return Next::Reschedule;
         }
-        let fault_cause = if access == Access::Load { exit::CAUSE_LOAD_ACCESS } else { exit::CAUSE_STORE_ACCESS };
+        let fault_cause = if access == Access::Load {
+            exit::CAUSE_LOAD_ACCESS
+        } else {
+            exit::CAUSE_STORE_ACCESS
+        };
         let vm = &mut self.vms[v];
         let pc = vm.vcpus[c].ctx.sepc;
         let op = match decode_mmio(htinst, pc, gpa, gva) {
@@ -832,7 +898,13 @@ impl Machine {
         let mut touched = 0u64;
         for _round in 0..4 {
             let mut moved = false;
-            let Machine { switch, vms, port_owner, uplink, .. } = self;
+            let Machine {
+                switch,
+                vms,
+                port_owner,
+                uplink,
+                ..
+            } = self;
             // Frames from the outside world, at most a queue's worth.
             let mut inbound: Vec<Vec<u8>> = Vec::new();
             if let Some((dev, _)) = uplink.as_mut() {
@@ -846,43 +918,49 @@ impl Machine {
                     }
                 }
             }
-            let mut deliver = |to: rivet_vswitch::PortId, fr: &[u8], vms: &mut Vec<Vm>, touched: &mut u64| {
-                match port_owner.get(to.0 as usize) {
-                    Some(&UPLINK) => {
-                        if let Some((dev, _)) = uplink.as_mut() {
-                            let _ = dev.send(virtio_drivers::device::net::TxBuffer::from(fr));
+            let mut deliver =
+                |to: rivet_vswitch::PortId, fr: &[u8], vms: &mut Vec<Vm>, touched: &mut u64| {
+                    match port_owner.get(to.0 as usize) {
+                        Some(&UPLINK) => {
+                            if let Some((dev, _)) = uplink.as_mut() {
+                                let _ = dev.send(virtio_drivers::device::net::TxBuffer::from(fr));
+                            }
                         }
-                    }
-                    Some(&(dv, dk)) => {
-                        if let Some(vm) = vms.get_mut(dv) {
-                            if vm.running() {
-                                if let Some(n) = vm.nets.get_mut(dk) {
-                                    n.slot.dev.device_mut().receive(fr);
-                                }
-                                if dv < 64 {
-                                    *touched |= 1 << dv;
+                        Some(&(dv, dk)) => {
+                            if let Some(vm) = vms.get_mut(dv) {
+                                if vm.running() {
+                                    if let Some(n) = vm.nets.get_mut(dk) {
+                                        n.slot.dev.device_mut().receive(fr);
+                                    }
+                                    if dv < 64 {
+                                        *touched |= 1 << dv;
+                                    }
                                 }
                             }
                         }
+                        None => {}
                     }
-                    None => {}
-                }
-            };
+                };
             if let Some(up) = port_owner.iter().position(|&o| o == UPLINK) {
                 for frame in &inbound {
                     moved = true;
-                    switch.input(rivet_vswitch::PortId(up as u16), frame, &mut |to, fr| deliver(to, fr, vms, &mut touched));
+                    switch.input(rivet_vswitch::PortId(up as u16), frame, &mut |to, fr| {
+                        deliver(to, fr, vms, &mut touched)
+                    });
                 }
             }
             for v in 0..vms.len() {
                 for k in 0..vms[v].nets.len() {
                     let port = vms[v].nets[k].port;
-                    while let Some(frame) = vms[v].nets[k].slot.dev.device_mut().backend_mut().pop() {
+                    while let Some(frame) = vms[v].nets[k].slot.dev.device_mut().backend_mut().pop()
+                    {
                         moved = true;
                         if v < 64 {
                             touched |= 1 << v;
                         }
-                        switch.input(port, &frame, &mut |to, fr| deliver(to, fr, vms, &mut touched));
+                        switch.input(port, &frame, &mut |to, fr| {
+                            deliver(to, fr, vms, &mut touched)
+                        });
                     }
                 }
             }
@@ -916,7 +994,12 @@ fn sync_wake_state(vcpu: &mut crate::vcpu::Vcpu, sstc: bool) {
 /// The trapping load/store: from htinst when it holds a transformed
 /// instruction, else fetched from guest memory with HLVX. None when the
 /// fetch itself faults.
-fn decode_mmio(htinst: u64, pc: u64, gpa: u64, gva: u64) -> Option<Result<MmioAccess, rivet_insn::DecodeError>> {
+fn decode_mmio(
+    htinst: u64,
+    pc: u64,
+    gpa: u64,
+    gva: u64,
+) -> Option<Result<MmioAccess, rivet_insn::DecodeError>> {
     if htinst & 1 == 1 {
         return Some(rivet_insn::decode_transformed(htinst as u32));
     }
@@ -932,7 +1015,11 @@ fn decode_mmio(htinst: u64, pc: u64, gpa: u64, gva: u64) -> Option<Result<MmioAc
         return Some(Err(rivet_insn::DecodeError::NotLoadStore));
     }
     let lo = hext::hlvx_hu(pc)? as u32;
-    let insn = if lo & 3 == 3 { lo | ((hext::hlvx_hu(pc.wrapping_add(2))? as u32) << 16) } else { lo };
+    let insn = if lo & 3 == 3 {
+        lo | ((hext::hlvx_hu(pc.wrapping_add(2))? as u32) << 16)
+    } else {
+        lo
+    };
     Some(rivet_insn::decode(insn))
 }
 

@@ -62,7 +62,11 @@ extern "C" fn rust_main(hartid: u64, dtb_pa: u64) -> ! {
     // The device tree header gives its own size (big-endian at offset 4).
     // SAFETY: OpenSBI passes a valid FDT address in a1; the first 8 bytes
     // are the header, and the blob stays untouched for the hypervisor's life.
-    let dtb_len = u32::from_be_bytes(unsafe { mm::static_bytes(dtb_pa + 4, 4) }.try_into().unwrap_or([0; 4]));
+    let dtb_len = u32::from_be_bytes(
+        unsafe { mm::static_bytes(dtb_pa + 4, 4) }
+            .try_into()
+            .unwrap_or([0; 4]),
+    );
     // SAFETY: as above, for the whole blob.
     let dtb = unsafe { mm::static_bytes(dtb_pa, dtb_len as usize) };
     let host = match rivet_devtree::parse_host(dtb) {
@@ -76,7 +80,10 @@ extern "C" fn rust_main(hartid: u64, dtb_pa: u64) -> ! {
         firmware::set_test_finisher(f.base);
     }
     println!();
-    log::info!("Rivet {} starting on hart {hartid}", env!("CARGO_PKG_VERSION"));
+    log::info!(
+        "Rivet {} starting on hart {hartid}",
+        env!("CARGO_PKG_VERSION")
+    );
 
     if !arch::hext::probe_h() {
         fail(format_args!(
@@ -91,12 +98,21 @@ extern "C" fn rust_main(hartid: u64, dtb_pa: u64) -> ! {
     } else if caps.sv57x4 {
         Mode::Sv57x4
     } else {
-        fail(format_args!("no G-stage translation mode (Sv39x4/Sv48x4/Sv57x4) is supported"))
+        fail(format_args!(
+            "no G-stage translation mode (Sv39x4/Sv48x4/Sv57x4) is supported"
+        ))
     };
     log::info!(
         "H extension present; G-stage modes: Sv39x4={} Sv48x4={} Sv57x4={}, VMID bits {}; Sstc {}",
-        caps.sv39x4, caps.sv48x4, caps.sv57x4, caps.vmid_bits,
-        if caps.sstc { "present" } else { "absent (timer via SBI emulation)" }
+        caps.sv39x4,
+        caps.sv48x4,
+        caps.sv57x4,
+        caps.vmid_bits,
+        if caps.sstc {
+            "present"
+        } else {
+            "absent (timer via SBI emulation)"
+        }
     );
     log::info!(
         "host: {} hart(s), timebase {} Hz, {} MiB RAM, SBI {}.{} (impl {})",
@@ -116,15 +132,36 @@ extern "C" fn rust_main(hartid: u64, dtb_pa: u64) -> ! {
 
     // Free RAM: everything but our image, firmware, the DTB and the bundle.
     let (img_start, img_end) = arch::entry::image_range();
-    let mut holes: Vec<Range> = host.reserved.iter().map(|r| Range { base: r.base, size: r.size }).collect();
-    holes.push(Range { base: img_start, size: img_end - img_start });
-    holes.push(Range { base: dtb_pa, size: dtb_len as u64 });
+    let mut holes: Vec<Range> = host
+        .reserved
+        .iter()
+        .map(|r| Range {
+            base: r.base,
+            size: r.size,
+        })
+        .collect();
+    holes.push(Range {
+        base: img_start,
+        size: img_end - img_start,
+    });
+    holes.push(Range {
+        base: dtb_pa,
+        size: dtb_len as u64,
+    });
     // OpenSBI lives below us; never hand that out even if it is not listed.
-    holes.push(Range { base: 0x8000_0000, size: img_start.saturating_sub(0x8000_0000) });
+    holes.push(Range {
+        base: 0x8000_0000,
+        size: img_start.saturating_sub(0x8000_0000),
+    });
     let Some(bundle_range) = host.initrd else {
-        fail(format_args!("no boot bundle: start QEMU with -initrd <bundle> (cargo xtask run does this)"))
+        fail(format_args!(
+            "no boot bundle: start QEMU with -initrd <bundle> (cargo xtask run does this)"
+        ))
     };
-    holes.push(Range { base: bundle_range.base, size: bundle_range.size });
+    holes.push(Range {
+        base: bundle_range.base,
+        size: bundle_range.size,
+    });
     let mut frames = FrameAllocator::new();
     for m in &host.memory {
         frames.add_region(m.base, m.size, &holes);
@@ -147,22 +184,42 @@ extern "C" fn rust_main(hartid: u64, dtb_pa: u64) -> ! {
     logger::set_level(bundle.log_level);
 
     // Physical harts we schedule on: the enabled ones, up to our stacks.
-    let mut hart_ids: Vec<u64> = host.harts.iter().filter(|h| h.enabled).map(|h| h.hartid).collect();
+    let mut hart_ids: Vec<u64> = host
+        .harts
+        .iter()
+        .filter(|h| h.enabled)
+        .map(|h| h.hartid)
+        .collect();
     if hart_ids.len() > arch::entry::MAX_HARTS {
-        log::warn!("{} harts present; using the first {}", hart_ids.len(), arch::entry::MAX_HARTS);
+        log::warn!(
+            "{} harts present; using the first {}",
+            hart_ids.len(),
+            arch::entry::MAX_HARTS
+        );
         hart_ids.truncate(arch::entry::MAX_HARTS);
     }
     let Some(boot_slot) = hart_ids.iter().position(|&h| h == hartid) else {
-        fail(format_args!("boot hart {hartid} is not among the usable harts"))
+        fail(format_args!(
+            "boot hart {hartid} is not among the usable harts"
+        ))
     };
     let mut machine = machine::Machine::new(caps, frames, firmware::machine_ids());
     machine.console_hart = boot_slot;
     machine.harts = hart_ids
         .iter()
-        .map(|&h| machine::HartSlot { hartid: h, idle: false, gvma_flush: false, dedicated: false })
+        .map(|&h| machine::HartSlot {
+            hartid: h,
+            idle: false,
+            gvma_flush: false,
+            dedicated: false,
+        })
         .collect();
     machine.keep_running = bundle.flags & rivet_bundle::FLAG_KEEP_RUNNING != 0;
-    let mmu = host.harts.first().and_then(|h| h.mmu.clone()).unwrap_or_else(|| String::from("riscv,sv39"));
+    let mmu = host
+        .harts
+        .first()
+        .and_then(|h| h.mmu.clone())
+        .unwrap_or_else(|| String::from("riscv,sv39"));
     let exts = guest_extensions(host.harts.first(), caps.sstc);
     let view = vm::HostView {
         timebase: host.timebase_frequency,
@@ -184,7 +241,11 @@ extern "C" fn rust_main(hartid: u64, dtb_pa: u64) -> ! {
     // flushes the VMID when it switches between VMs that share it.
     let max_vmid = (1u64 << caps.vmid_bits).saturating_sub(1);
     for (i, desc) in bundle.vms().enumerate() {
-        let vmid = if max_vmid == 0 { 0 } else { (i as u64 % max_vmid + 1) as u16 };
+        let vmid = if max_vmid == 0 {
+            0
+        } else {
+            (i as u64 % max_vmid + 1) as u16
+        };
         let ports_before = machine.port_owner.len();
         let next_index = machine.vms.len();
         let devices = match vm_devices(&desc, &phys, &mut machine, next_index) {
@@ -231,22 +292,30 @@ extern "C" fn rust_main(hartid: u64, dtb_pa: u64) -> ! {
     let mut uplink_irq = None;
     if let Some(net) = bundle.uplink {
         match (phys.net.take(), u16::try_from(net)) {
-            (Some((mut dev, irq)), Ok(net)) => match machine.switch.add_uplink(rivet_vswitch::NetworkId(net)) {
-                Some(port) => {
-                    dev.enable_interrupts();
-                    machine.port_owner.push(machine::UPLINK);
-                    machine.uplink = Some((dev, port));
-                    uplink_irq = irq;
-                    log::info!("network {net}: uplink through the machine's virtio-net");
+            (Some((mut dev, irq)), Ok(net)) => {
+                match machine.switch.add_uplink(rivet_vswitch::NetworkId(net)) {
+                    Some(port) => {
+                        dev.enable_interrupts();
+                        machine.port_owner.push(machine::UPLINK);
+                        machine.uplink = Some((dev, port));
+                        uplink_irq = irq;
+                        log::info!("network {net}: uplink through the machine's virtio-net");
+                    }
+                    None => log::warn!("uplink: the virtual switch is full"),
                 }
-                None => log::warn!("uplink: the virtual switch is full"),
-            },
+            }
             _ => log::warn!("uplink requested but the machine has no usable virtio-net"),
         }
     }
     if let Some(p) = &host.plic {
-        if let Some((ctx, _)) = p.contexts.iter().enumerate().find(|(_, (h, irq))| *h == hartid && *irq == 9) {
-            let hp = hostplic::HostPlic::new(p.base, ctx as u64, host.uart.as_ref().and_then(|u| u.irq));
+        if let Some((ctx, _)) = p
+            .contexts
+            .iter()
+            .enumerate()
+            .find(|(_, (h, irq))| *h == hartid && *irq == 9)
+        {
+            let hp =
+                hostplic::HostPlic::new(p.base, ctx as u64, host.uart.as_ref().and_then(|u| u.irq));
             if let Some(irq) = uplink_irq {
                 hp.enable(irq);
             }
@@ -266,7 +335,10 @@ extern "C" fn rust_main(hartid: u64, dtb_pa: u64) -> ! {
         }
         let r = firmware::hart_start(*hartid, arch::entry::secondary_entry(), slot as u64);
         if r.error != 0 {
-            log::warn!("hart {hartid} did not start (SBI error {}); continuing without it", r.error);
+            log::warn!(
+                "hart {hartid} did not start (SBI error {}); continuing without it",
+                r.error
+            );
         }
     }
     machine::hart_main(boot_slot)
@@ -293,14 +365,25 @@ fn vm_devices(
     let mut disks = Vec::new();
     for (n, d) in desc.disks.iter().take(desc.disk_count).enumerate() {
         let Some(p) = phys.disks.iter().find(|p| p.index == d.disk) else {
-            return Err(alloc::format!("disk {n}: physical disk {} (serial rivet-disk{}) not found", d.disk, d.disk));
+            return Err(alloc::format!(
+                "disk {n}: physical disk {} (serial rivet-disk{}) not found",
+                d.disk,
+                d.disk
+            ));
         };
-        let sectors = if d.sectors == 0 { p.sectors.saturating_sub(d.start) } else { d.sectors };
+        let sectors = if d.sectors == 0 {
+            p.sectors.saturating_sub(d.start)
+        } else {
+            d.sectors
+        };
         let end = d.start.checked_add(sectors);
         if sectors == 0 || end.is_none_or(|e| e > p.sectors) {
             return Err(alloc::format!(
                 "disk {n}: window {}+{} does not fit physical disk {} ({} sectors)",
-                d.start, sectors, d.disk, p.sectors
+                d.start,
+                sectors,
+                d.disk,
+                p.sectors
             ));
         }
         let mut id = [0u8; 20];
@@ -319,7 +402,10 @@ fn vm_devices(
         match &phys.rng {
             Some(r) => Some(physdev::Entropy(r.clone())),
             None => {
-                log::warn!("VM {}: no virtio-rng on this machine; the VM gets none", desc.name);
+                log::warn!(
+                    "VM {}: no virtio-rng on this machine; the VM gets none",
+                    desc.name
+                );
                 None
             }
         }
@@ -328,7 +414,8 @@ fn vm_devices(
     };
     let mut nics = Vec::new();
     for (k, &net) in desc.nics.iter().take(desc.nic_count).enumerate() {
-        let network = u16::try_from(net).map_err(|_| alloc::format!("NIC {k}: network id {net} out of range"))?;
+        let network = u16::try_from(net)
+            .map_err(|_| alloc::format!("NIC {k}: network id {net} out of range"))?;
         let port = machine
             .switch
             .add_port(rivet_vswitch::NetworkId(network))
@@ -339,25 +426,51 @@ fn vm_devices(
     let mut fs = Vec::new();
     for (k, f) in desc.fs.iter().take(desc.fs_count).enumerate() {
         let Some((dev, info)) = phys.fs.iter().find(|(d, _)| d.lock().index == f.fs) else {
-            return Err(alloc::format!("shared directory {k}: virtio-fs rivetfs{} not found", f.fs));
+            return Err(alloc::format!(
+                "shared directory {k}: virtio-fs rivetfs{} not found",
+                f.fs
+            ));
         };
         let len = f.tag.iter().position(|&b| b == 0).unwrap_or(f.tag.len());
-        let tag = core::str::from_utf8(&f.tag[..len]).map_err(|_| alloc::format!("shared directory {k}: bad tag"))?;
+        let tag = core::str::from_utf8(&f.tag[..len])
+            .map_err(|_| alloc::format!("shared directory {k}: bad tag"))?;
         fs.push((physdev::FsRelay(dev.clone()), *info, String::from(tag)));
     }
-    Ok(vm::VmDevices { disks, hvc: desc.devices & rivet_bundle::DEV_HVC != 0, rng, nics, fs })
+    Ok(vm::VmDevices {
+        disks,
+        hvc: desc.devices & rivet_bundle::DEV_HVC != 0,
+        rng,
+        nics,
+        fs,
+    })
 }
 
 /// The ISA extensions a guest gets: what the host hart has, limited to
 /// what runs unmodified in VS-mode without hypervisor help.
 fn guest_extensions(hart: Option<&rivet_devtree::HartInfo>, sstc: bool) -> Vec<&'static str> {
     const PASS: &[&str] = &[
-        "i", "m", "a", "f", "d", "c", "zicntr", "zicsr", "zifencei", "zihintpause", "zba", "zbb", "zbc", "zbs",
+        "i",
+        "m",
+        "a",
+        "f",
+        "d",
+        "c",
+        "zicntr",
+        "zicsr",
+        "zifencei",
+        "zihintpause",
+        "zba",
+        "zbb",
+        "zbc",
+        "zbs",
     ];
     let mut v: Vec<&'static str> = PASS
         .iter()
         .copied()
-        .filter(|e| hart.map(|h| h.has_extension(e)).unwrap_or(false) || matches!(*e, "zicntr" | "zicsr" | "zifencei"))
+        .filter(|e| {
+            hart.map(|h| h.has_extension(e)).unwrap_or(false)
+                || matches!(*e, "zicntr" | "zicsr" | "zifencei")
+        })
         .collect();
     if sstc {
         v.push("sstc");
@@ -370,7 +483,12 @@ fn panic(info: &core::panic::PanicInfo) -> ! {
     csr_clear!(SSTATUS, SSTATUS_SIE);
     logger::print_direct(format_args!("\r\n[rivet] PANIC: {}\r\n", info.message()));
     if let Some(loc) = info.location() {
-        logger::print_direct(format_args!("[rivet]   at {}:{}:{}\r\n", loc.file(), loc.line(), loc.column()));
+        logger::print_direct(format_args!(
+            "[rivet]   at {}:{}:{}\r\n",
+            loc.file(),
+            loc.line(),
+            loc.column()
+        ));
     }
     firmware::shutdown(true)
 }

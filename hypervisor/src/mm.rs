@@ -107,14 +107,20 @@ impl GuestMemory for GuestRam {
         // SAFETY: check_range proved [off, off+len) lies inside this VM's
         // block, which is mapped and owned by the VM.
         unsafe {
-            core::ptr::copy_nonoverlapping((self.hpa + off) as *const u8, buf.as_mut_ptr(), buf.len())
+            core::ptr::copy_nonoverlapping(
+                (self.hpa + off) as *const u8,
+                buf.as_mut_ptr(),
+                buf.len(),
+            )
         };
         Ok(())
     }
     fn write(&mut self, gpa: u64, buf: &[u8]) -> Result<(), MemError> {
         let off = self.check_range(gpa, buf.len() as u64)?;
         // SAFETY: as in read().
-        unsafe { core::ptr::copy_nonoverlapping(buf.as_ptr(), (self.hpa + off) as *mut u8, buf.len()) };
+        unsafe {
+            core::ptr::copy_nonoverlapping(buf.as_ptr(), (self.hpa + off) as *mut u8, buf.len())
+        };
         Ok(())
     }
 }

@@ -38,7 +38,7 @@ pub struct HalImpl;
 unsafe impl Hal for HalImpl {
     fn dma_alloc(pages: usize, _dir: BufferDirection) -> (PhysAddr, NonNull<u8>) {
         let mut pool = DMA.lock();
-    // The pool is sized in main.rs for every device's queues and buffers.
+        // The pool is sized in main.rs for every device's queues and buffers.
         let bytes = pages as u64 * 4096;
         let pa = pool.0;
         if pa + bytes > pool.1 {
@@ -46,7 +46,10 @@ unsafe impl Hal for HalImpl {
         }
         pool.0 += bytes;
         crate::mm::zero(pa, bytes);
-        (pa as PhysAddr, NonNull::new(pa as *mut u8).unwrap_or(NonNull::dangling()))
+        (
+            pa as PhysAddr,
+            NonNull::new(pa as *mut u8).unwrap_or(NonNull::dangling()),
+        )
     }
 
     unsafe fn dma_dealloc(_paddr: PhysAddr, _vaddr: NonNull<u8>, _pages: usize) -> i32 {
@@ -87,7 +90,10 @@ pub struct PhysDevices {
     /// The machine's NIC (for a network's uplink) and its interrupt.
     pub net: Option<(PhysNet, Option<u32>)>,
     /// Shared directories (virtio-fs) and their FUSE session parameters.
-    pub fs: Vec<(Arc<Mutex<crate::physfs::PhysFs>>, rivet_virtio::fs::InitInfo)>,
+    pub fs: Vec<(
+        Arc<Mutex<crate::physfs::PhysFs>>,
+        rivet_virtio::fs::InitInfo,
+    )>,
 }
 
 /// Probes the host's virtio-mmio slots and starts drivers for the disks
@@ -104,7 +110,9 @@ pub fn probe(slots: &[rivet_devtree::Device], timebase: u64) -> PhysDevices {
             }
             continue;
         }
-        let Some(header) = NonNull::new(d.base as *mut VirtIOHeader) else { continue };
+        let Some(header) = NonNull::new(d.base as *mut VirtIOHeader) else {
+            continue;
+        };
         // SAFETY: the slot is a virtio-mmio register block from the host
         // device tree, identity-mapped, used by nobody else.
         let transport = match unsafe { MmioTransport::new(header, d.size as usize) } {
@@ -112,24 +120,28 @@ pub fn probe(slots: &[rivet_devtree::Device], timebase: u64) -> PhysDevices {
             Err(_) => continue,
         };
         match transport.device_type() {
-            DeviceType::Block => match PhysBlk::new(transport) {
-                Ok(mut blk) => {
-                    let mut id = [0u8; 20];
-                    let n = blk.device_id(&mut id).unwrap_or(0);
-                    let serial = core::str::from_utf8(&id[..n.min(20)]).unwrap_or("");
-                    let index = serial.strip_prefix("rivet-disk").and_then(|s| s.parse::<u32>().ok());
-                    let sectors = blk.capacity();
-                    let ro = blk.readonly();
-                    match index {
+            DeviceType::Block => {
+                match PhysBlk::new(transport) {
+                    Ok(mut blk) => {
+                        let mut id = [0u8; 20];
+                        let n = blk.device_id(&mut id).unwrap_or(0);
+                        let serial = core::str::from_utf8(&id[..n.min(20)]).unwrap_or("");
+                        let index = serial
+                            .strip_prefix("rivet-disk")
+                            .and_then(|s| s.parse::<u32>().ok());
+                        let sectors = blk.capacity();
+                        let ro = blk.readonly();
+                        match index {
                         Some(index) => {
                             log::info!("disk {index}: virtio-blk at {:#x}, {} MiB{}", d.base, sectors >> 11, if ro { ", read-only" } else { "" });
                             found.disks.push(PhysDisk { index, sectors, read_only: ro, dev: Arc::new(Mutex::new(blk)) });
                         }
                         None => log::warn!("virtio-blk at {:#x} has serial {serial:?}, not rivet-disk<N>: unused", d.base),
                     }
+                    }
+                    Err(e) => log::warn!("virtio-blk at {:#x}: driver init failed: {e:?}", d.base),
                 }
-                Err(e) => log::warn!("virtio-blk at {:#x}: driver init failed: {e:?}", d.base),
-            },
+            }
             DeviceType::Network => match PhysNet::new(transport, NET_BUF) {
                 Ok(net) => {
                     log::info!("network: virtio-net at {:#x} (uplink candidate)", d.base);
@@ -167,7 +179,10 @@ impl DiskWindow {
         if end > self.sectors || bytes % 512 != 0 {
             return Err(BackendError::OutOfRange);
         }
-        let phys = self.start.checked_add(sector).ok_or(BackendError::OutOfRange)?;
+        let phys = self
+            .start
+            .checked_add(sector)
+            .ok_or(BackendError::OutOfRange)?;
         usize::try_from(phys).map_err(|_| BackendError::OutOfRange)
     }
 }
@@ -181,14 +196,20 @@ impl BlockBackend for DiskWindow {
     }
     fn read(&mut self, sector: u64, buf: &mut [u8]) -> Result<(), BackendError> {
         let at = self.range(sector, buf.len())?;
-        self.dev.lock().read_blocks(at, buf).map_err(|_| BackendError::Io)
+        self.dev
+            .lock()
+            .read_blocks(at, buf)
+            .map_err(|_| BackendError::Io)
     }
     fn write(&mut self, sector: u64, buf: &[u8]) -> Result<(), BackendError> {
         if self.read_only {
             return Err(BackendError::ReadOnly);
         }
         let at = self.range(sector, buf.len())?;
-        self.dev.lock().write_blocks(at, buf).map_err(|_| BackendError::Io)
+        self.dev
+            .lock()
+            .write_blocks(at, buf)
+            .map_err(|_| BackendError::Io)
     }
     fn flush(&mut self) -> Result<(), BackendError> {
         self.dev.lock().flush().map_err(|_| BackendError::Io)
@@ -221,14 +242,21 @@ impl EntropySource for Entropy {
 pub struct FsRelay(pub Arc<Mutex<crate::physfs::PhysFs>>);
 
 impl rivet_virtio::fs::FsBackend for FsRelay {
-    fn call(&mut self, request: &[u8], reply: &mut [u8]) -> Result<usize, rivet_virtio::fs::FsBackendError> {
+    fn call(
+        &mut self,
+        request: &[u8],
+        reply: &mut [u8],
+    ) -> Result<usize, rivet_virtio::fs::FsBackendError> {
         self.0.lock().call(request, reply).map_err(|e| match e {
             crate::physfs::FsError::Timeout => rivet_virtio::fs::FsBackendError::Timeout,
             crate::physfs::FsError::Io => rivet_virtio::fs::FsBackendError::Io,
         })
     }
     fn send_noreply(&mut self, request: &[u8]) -> Result<(), rivet_virtio::fs::FsBackendError> {
-        self.0.lock().send_noreply(request).map_err(|_| rivet_virtio::fs::FsBackendError::Io)
+        self.0
+            .lock()
+            .send_noreply(request)
+            .map_err(|_| rivet_virtio::fs::FsBackendError::Io)
     }
 }
 

@@ -109,7 +109,10 @@ impl PhysFs {
             return None;
         }
         if rd32(base + R_VERSION) != 2 {
-            log::warn!("virtio-fs at {base:#x}: legacy virtio-mmio (version {}) is not supported", rd32(base + R_VERSION));
+            log::warn!(
+                "virtio-fs at {base:#x}: legacy virtio-mmio (version {}) is not supported",
+                rd32(base + R_VERSION)
+            );
             return None;
         }
         let mut tag = [0u8; TAG_LEN];
@@ -119,7 +122,10 @@ impl PhysFs {
         }
         let len = tag.iter().position(|&b| b == 0).unwrap_or(TAG_LEN);
         let tag = core::str::from_utf8(&tag[..len]).unwrap_or("");
-        let Some(index) = tag.strip_prefix("rivetfs").and_then(|n| n.parse::<u32>().ok()) else {
+        let Some(index) = tag
+            .strip_prefix("rivetfs")
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
             log::warn!("virtio-fs at {base:#x} has tag {tag:?}, not rivetfs<N>: unused");
             return None;
         };
@@ -153,7 +159,10 @@ impl PhysFs {
             next_unique: 1 << 40,
             timeout: timebase.saturating_mul(5),
         };
-        wr32(base + R_STATUS, S_ACK | S_DRIVER | S_FEATURES_OK | S_DRIVER_OK);
+        wr32(
+            base + R_STATUS,
+            S_ACK | S_DRIVER | S_FEATURES_OK | S_DRIVER_OK,
+        );
         log::info!("shared directory {index}: virtio-fs at {base:#x}");
         Some(fs)
     }
@@ -171,7 +180,14 @@ impl PhysFs {
             wr32(base + reg + 4, (pa >> 32) as u32);
         }
         wr32(base + R_QUEUE_READY, 1);
-        Some(Ring { index, desc, avail, used, next_avail: 0, last_used: 0 })
+        Some(Ring {
+            index,
+            desc,
+            avail,
+            used,
+            next_avail: 0,
+            last_used: 0,
+        })
     }
 
     fn set_desc(ring: &Ring, i: u16, addr: u64, len: u32, flags: u16, next: u16) {
@@ -186,7 +202,11 @@ impl PhysFs {
     fn submit(&mut self, which: u16) -> Result<u32, FsError> {
         let base = self.base;
         let timeout = self.timeout;
-        let ring = if which == 0 { &mut self.hiprio } else { &mut self.request };
+        let ring = if which == 0 {
+            &mut self.hiprio
+        } else {
+            &mut self.request
+        };
         let slot = ring.next_avail % QUEUE_NUM;
         wr16(ring.avail + 4 + 2 * slot as u64, 0);
         fence(Ordering::SeqCst);
@@ -219,7 +239,10 @@ impl PhysFs {
             return Err(FsError::Io);
         }
         crate::mm::copy_to(self.buf_in, request);
-        let theirs = request.get(8..16).map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8]))).unwrap_or(0);
+        let theirs = request
+            .get(8..16)
+            .map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
+            .unwrap_or(0);
         self.next_unique = self.next_unique.wrapping_add(2);
         wr64(self.buf_in + 8, self.next_unique);
         // The reply as header + payload descriptors, the way Linux's
@@ -228,8 +251,22 @@ impl PhysFs {
         // The reply as a header descriptor plus one descriptor per page,
         // the way Linux's virtio-fs driver lays it out: virtiofsd maps
         // payload buffers page by page.
-        Self::set_desc(&self.request, 0, self.buf_in, request.len() as u32, DESC_NEXT, 1);
-        Self::set_desc(&self.request, 1, self.buf_out, 16, DESC_WRITE | DESC_NEXT, 2);
+        Self::set_desc(
+            &self.request,
+            0,
+            self.buf_in,
+            request.len() as u32,
+            DESC_NEXT,
+            1,
+        );
+        Self::set_desc(
+            &self.request,
+            1,
+            self.buf_out,
+            16,
+            DESC_WRITE | DESC_NEXT,
+            2,
+        );
         let mut at = self.buf_out + 16;
         let end = self.buf_out + BUF_LEN as u64;
         let mut i = 2u16;
@@ -237,7 +274,18 @@ impl PhysFs {
             let next_page = (at & !4095) + 4096;
             let len = next_page.min(end) - at;
             let last = next_page >= end;
-            Self::set_desc(&self.request, i, at, len as u32, if last { DESC_WRITE } else { DESC_WRITE | DESC_NEXT }, i + 1);
+            Self::set_desc(
+                &self.request,
+                i,
+                at,
+                len as u32,
+                if last {
+                    DESC_WRITE
+                } else {
+                    DESC_WRITE | DESC_NEXT
+                },
+                i + 1,
+            );
             at += len;
             i += 1;
         }
@@ -254,7 +302,10 @@ impl PhysFs {
                 "shared directory {}: reply of {len} bytes for a {}-byte buffer (opcode {})",
                 self.index,
                 reply.len(),
-                request.get(4..8).map(|b| u32::from_le_bytes(b.try_into().unwrap_or([0; 4]))).unwrap_or(0)
+                request
+                    .get(4..8)
+                    .map(|b| u32::from_le_bytes(b.try_into().unwrap_or([0; 4])))
+                    .unwrap_or(0)
             );
         }
         let n = len.min(reply.len()).min(BUF_LEN);

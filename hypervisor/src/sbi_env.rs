@@ -3,9 +3,9 @@
 //! console), never forwarding anything to the firmware.
 
 use crate::arch::{self, csr::*, hext};
+use crate::csr_write;
 use crate::mm::GuestRam;
 use crate::vm::Vm;
-use crate::csr_write;
 use rivet_sbi::{Fence, HartSet, HartState, SbiEnv};
 
 pub struct Env<'a> {
@@ -96,7 +96,11 @@ impl SbiEnv for Env<'_> {
     }
 
     fn hart_state(&self, hart: usize) -> HartState {
-        self.vm.vcpus.get(hart).map(|v| v.hsm).unwrap_or(HartState::Stopped)
+        self.vm
+            .vcpus
+            .get(hart)
+            .map(|v| v.hsm)
+            .unwrap_or(HartState::Stopped)
     }
 
     fn hart_start(&mut self, hart: usize, start_addr: u64, opaque: u64) {
@@ -108,7 +112,9 @@ impl SbiEnv for Env<'_> {
 
     fn set_timer(&mut self, stime: u64) {
         let sstc = self.vm.sstc;
-        let Some(v) = self.vm.vcpus.get_mut(self.cur) else { return };
+        let Some(v) = self.vm.vcpus.get_mut(self.cur) else {
+            return;
+        };
         if sstc {
             // The hardware comparator drives VSTIP from vstimecmp.
             v.csrs.vstimecmp = stime;
@@ -151,7 +157,9 @@ impl SbiEnv for Env<'_> {
     }
 
     fn clear_ipi(&mut self) -> bool {
-        let Some(v) = self.vm.vcpus.get_mut(self.cur) else { return false };
+        let Some(v) = self.vm.vcpus.get_mut(self.cur) else {
+            return false;
+        };
         let was = v.hvip & (1 << IRQ_VS_SOFT) != 0;
         v.lower(1 << IRQ_VS_SOFT);
         was

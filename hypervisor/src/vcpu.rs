@@ -70,8 +70,9 @@ pub struct ExitStats {
 
 impl ExitStats {
     pub const SBI_KINDS: usize = 9;
-    pub const SBI_NAMES: [&'static str; Self::SBI_KINDS] =
-        ["base", "time", "ipi", "rfence", "hsm", "srst", "dbcn", "legacy", "other"];
+    pub const SBI_NAMES: [&'static str; Self::SBI_KINDS] = [
+        "base", "time", "ipi", "rfence", "hsm", "srst", "dbcn", "legacy", "other",
+    ];
 
     pub fn sbi_kind(eid: u64) -> usize {
         use rivet_sbi::eid;
@@ -217,7 +218,11 @@ impl Vcpu {
         self.ctx.sstatus = guest_sstatus();
         self.ctx.hstatus = guest_hstatus();
         // UXL = 64 bits; everything else off.
-        self.csrs = VsCsrs { vsstatus: 2 << 32, vstimecmp: u64::MAX, ..VsCsrs::default() };
+        self.csrs = VsCsrs {
+            vsstatus: 2 << 32,
+            vstimecmp: u64::MAX,
+            ..VsCsrs::default()
+        };
         self.hvip = 0;
         self.fp = FpState::default();
         self.resume = None;

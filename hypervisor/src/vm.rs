@@ -96,7 +96,9 @@ pub enum VmState {
     /// reloads it.
     Rebooting,
     /// Shut down; `failed` when it asked for a failure shutdown or crashed.
-    Stopped { failed: bool },
+    Stopped {
+        failed: bool,
+    },
 }
 
 /// The images a VM boots from (borrowed from the boot bundle, which stays
@@ -148,18 +150,27 @@ pub enum VmError {
     Dt,
     GStage(rivet_gstage::Error),
     /// vCPU pinned to a physical hart the machine does not have.
-    BadPin { vcpu: usize, hart: u8, harts: usize },
+    BadPin {
+        vcpu: usize,
+        hart: u8,
+        harts: usize,
+    },
 }
 
 impl core::fmt::Display for VmError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
-            VmError::NoMemory(n) => write!(f, "not enough host memory for {n:#x} bytes of guest RAM"),
+            VmError::NoMemory(n) => {
+                write!(f, "not enough host memory for {n:#x} bytes of guest RAM")
+            }
             VmError::Load(e) => write!(f, "{e}"),
             VmError::Dt => write!(f, "could not build the guest device tree"),
             VmError::GStage(e) => write!(f, "G-stage mapping failed: {e:?}"),
             VmError::BadPin { vcpu, hart, harts } => {
-                write!(f, "vCPU {vcpu} is pinned to hart {hart}, but the machine has {harts} hart(s)")
+                write!(
+                    f,
+                    "vCPU {vcpu} is pinned to hart {hart}, but the machine has {harts} hart(s)"
+                )
             }
         }
     }
@@ -189,21 +200,43 @@ impl Vm {
         for (i, p) in desc.pins.iter().enumerate() {
             if let Some(h) = *p {
                 if h as usize >= host.harts {
-                    return Err(VmError::BadPin { vcpu: i, hart: h, harts: host.harts });
+                    return Err(VmError::BadPin {
+                        vcpu: i,
+                        hart: h,
+                        harts: host.harts,
+                    });
                 }
             }
         }
         let size = desc.memory_size;
         let hpa = frames.alloc(size, 2 << 20).ok_or(VmError::NoMemory(size))?;
-        let ram = GuestRam { gpa: RAM_BASE, hpa, size };
+        let ram = GuestRam {
+            gpa: RAM_BASE,
+            hpa,
+            size,
+        };
         let mut tf = TableFrames(frames);
         let mut gstage = GStage::new(host.gstage_mode, &mut tf).map_err(VmError::GStage)?;
         gstage
-            .map(&mut tf, RAM_BASE, hpa, size, Perms { r: true, w: true, x: true })
+            .map(
+                &mut tf,
+                RAM_BASE,
+                hpa,
+                size,
+                Perms {
+                    r: true,
+                    w: true,
+                    x: true,
+                },
+            )
             .map_err(VmError::GStage)?;
         crate::arch::hext::hfence_gvma_vmid(vmid);
         let hgatp = gstage.hgatp(vmid);
-        let images = Images { kernel: desc.kernel, initrd: desc.initrd, bootargs: desc.bootargs };
+        let images = Images {
+            kernel: desc.kernel,
+            initrd: desc.initrd,
+            bootargs: desc.bootargs,
+        };
 
         let header = rivet_loader::parse_header(images.kernel).map_err(VmError::Load)?;
         let layout = rivet_loader::plan(
@@ -225,17 +258,32 @@ impl Vm {
             .into_iter()
             .map(|d| {
                 let (base, irq) = next_slot();
-                VirtioSlot { base, irq, dev: MmioDevice::new(Blk::new(d)) }
+                VirtioSlot {
+                    base,
+                    irq,
+                    dev: MmioDevice::new(Blk::new(d)),
+                }
             })
             .collect();
         let hvc = devices.hvc.then(|| {
             let (base, irq) = next_slot();
-            let out = HvcOut { name: String::from(desc.name), prefix: false };
-            VirtioSlot { base, irq, dev: MmioDevice::new(Console::new(out)) }
+            let out = HvcOut {
+                name: String::from(desc.name),
+                prefix: false,
+            };
+            VirtioSlot {
+                base,
+                irq,
+                dev: MmioDevice::new(Console::new(out)),
+            }
         });
         let rng = devices.rng.map(|e| {
             let (base, irq) = next_slot();
-            VirtioSlot { base, irq, dev: MmioDevice::new(Rng::new(e)) }
+            VirtioSlot {
+                base,
+                irq,
+                dev: MmioDevice::new(Rng::new(e)),
+            }
         });
         let nets: Vec<NetSlot> = devices
             .nics
@@ -243,8 +291,20 @@ impl Vm {
             .enumerate()
             .map(|(i, &port)| {
                 let (base, irq) = next_slot();
-                let mac = desc.macs.get(i).copied().flatten().unwrap_or_else(|| rivet_virtio::net::mac_for_nic(desc.name, i as u16));
-                NetSlot { slot: VirtioSlot { base, irq, dev: MmioDevice::new(Net::new(mac, FrameQueue::new(32))) }, port }
+                let mac = desc
+                    .macs
+                    .get(i)
+                    .copied()
+                    .flatten()
+                    .unwrap_or_else(|| rivet_virtio::net::mac_for_nic(desc.name, i as u16));
+                NetSlot {
+                    slot: VirtioSlot {
+                        base,
+                        irq,
+                        dev: MmioDevice::new(Net::new(mac, FrameQueue::new(32))),
+                    },
+                    port,
+                }
             })
             .collect();
         let mut fs_slots = Vec::new();
@@ -256,26 +316,62 @@ impl Vm {
                     irq,
                     dev: MmioDevice::new(d.with_max_request(crate::physfs::BUF_LEN - 4096)),
                 }),
-                Err(e) => log::warn!("VM {}: shared directory {tag:?} not offered: {e:?}", desc.name),
+                Err(e) => log::warn!(
+                    "VM {}: shared directory {tag:?} not offered: {e:?}",
+                    desc.name
+                ),
             }
         }
-        let mut virtio_dt: Vec<Device> =
-            blks.iter().map(|b| Device { base: b.base, size: VIRTIO_SIZE, irq: Some(b.irq) }).collect();
-        virtio_dt.extend(hvc.iter().map(|b| Device { base: b.base, size: VIRTIO_SIZE, irq: Some(b.irq) }));
-        virtio_dt.extend(rng.iter().map(|b| Device { base: b.base, size: VIRTIO_SIZE, irq: Some(b.irq) }));
-        virtio_dt.extend(nets.iter().map(|n| Device { base: n.slot.base, size: VIRTIO_SIZE, irq: Some(n.slot.irq) }));
-        virtio_dt.extend(fs_slots.iter().map(|f| Device { base: f.base, size: VIRTIO_SIZE, irq: Some(f.irq) }));
+        let mut virtio_dt: Vec<Device> = blks
+            .iter()
+            .map(|b| Device {
+                base: b.base,
+                size: VIRTIO_SIZE,
+                irq: Some(b.irq),
+            })
+            .collect();
+        virtio_dt.extend(hvc.iter().map(|b| Device {
+            base: b.base,
+            size: VIRTIO_SIZE,
+            irq: Some(b.irq),
+        }));
+        virtio_dt.extend(rng.iter().map(|b| Device {
+            base: b.base,
+            size: VIRTIO_SIZE,
+            irq: Some(b.irq),
+        }));
+        virtio_dt.extend(nets.iter().map(|n| Device {
+            base: n.slot.base,
+            size: VIRTIO_SIZE,
+            irq: Some(n.slot.irq),
+        }));
+        virtio_dt.extend(fs_slots.iter().map(|f| Device {
+            base: f.base,
+            size: VIRTIO_SIZE,
+            irq: Some(f.irq),
+        }));
         let dt = GuestDt {
             vcpus: desc.vcpus,
             isa_extensions: host.extensions,
             mmu_type: host.mmu_type,
             timebase_frequency: host.timebase,
-            memory: Region { base: RAM_BASE, size },
+            memory: Region {
+                base: RAM_BASE,
+                size,
+            },
             bootargs: images.bootargs,
             initrd: layout.initrd.map(|(base, size)| Region { base, size }),
-            plic: Device { base: PLIC_BASE, size: PLIC_SIZE, irq: None },
+            plic: Device {
+                base: PLIC_BASE,
+                size: PLIC_SIZE,
+                irq: None,
+            },
             plic_ndev: PLIC_NDEV,
-            uart: Some(Device { base: UART_BASE, size: UART_SIZE, irq: Some(UART_IRQ) }),
+            uart: Some(Device {
+                base: UART_BASE,
+                size: UART_SIZE,
+                irq: Some(UART_IRQ),
+            }),
             uart_clock: UART_CLOCK,
             virtio_mmio: &virtio_dt,
         };
@@ -439,7 +535,9 @@ impl Vm {
     /// returns them as a bitmask (their harts need a kick).
     pub fn sync_irqs(&mut self) -> u64 {
         while self.uart.rx_space() > 0 {
-            let Some(b) = self.input.pop_front() else { break };
+            let Some(b) = self.input.pop_front() else {
+                break;
+            };
             self.uart.push_input(&[b]);
         }
         self.plic.set_level(UART_IRQ, self.uart.irq());
@@ -478,7 +576,13 @@ impl Vm {
 
     /// An access to a virtio-mmio window: None when no device is there;
     /// Some(None) for an access the device refuses (width, offset).
-    pub fn virtio_access(&mut self, gpa: u64, is_store: bool, width: u8, value: u64) -> Option<Option<u64>> {
+    pub fn virtio_access(
+        &mut self,
+        gpa: u64,
+        is_store: bool,
+        width: u8,
+        value: u64,
+    ) -> Option<Option<u64>> {
         let ram = &mut self.ram;
         macro_rules! try_slot {
             ($slot:expr) => {

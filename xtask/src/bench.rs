@@ -75,14 +75,22 @@ pub fn parse_bench_line(line: &str) -> Option<BenchLine> {
     if name.ends_with(':') {
         return None; // "bench: ..." status lines
     }
-    let mut b = BenchLine { name: name.to_string(), iters: 0, instret: None, ns: None, na: None };
+    let mut b = BenchLine {
+        name: name.to_string(),
+        iters: 0,
+        instret: None,
+        ns: None,
+        na: None,
+    };
     let mut saw_value = false;
     for w in words {
         if w == "n/a" {
             b.na = Some(String::new());
             continue;
         }
-        let Some((k, v)) = w.split_once('=') else { continue };
+        let Some((k, v)) = w.split_once('=') else {
+            continue;
+        };
         match k {
             "iters" => b.iters = v.parse().ok()?,
             "instret_per_iter" => {
@@ -117,7 +125,10 @@ pub fn parse_printk_stamp(line: &str) -> Option<f64> {
 
 /// The printk stamp of the first line containing `needle`.
 pub fn printk_stamp_of(output: &str, needle: &str) -> Option<f64> {
-    output.lines().find(|l| l.contains(needle)).and_then(parse_printk_stamp)
+    output
+        .lines()
+        .find(|l| l.contains(needle))
+        .and_then(parse_printk_stamp)
 }
 
 /// `[rivet]    exits: total=N sbi.base=.. mmio.uart=..` → name → count.
@@ -145,7 +156,11 @@ pub fn parse_rdtime(output: &str, label: &str) -> Option<u64> {
     let pat = format!("bench: {label} rdtime=");
     let line = output.lines().find(|l| l.contains(&pat))?;
     let v = &line[line.find(&pat)? + pat.len()..];
-    v.trim().split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+    v.trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
 }
 
 // ---------------------------------------------------------------- statistics
@@ -166,8 +181,17 @@ pub fn stats(values: &[f64]) -> Option<Stats> {
     }
     v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
     let n = v.len();
-    let median = if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 };
-    Some(Stats { median, min: v[0], max: v[n - 1], values: values.to_vec() })
+    let median = if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    };
+    Some(Stats {
+        median,
+        min: v[0],
+        max: v[n - 1],
+        values: values.to_vec(),
+    })
 }
 
 impl Stats {
@@ -197,7 +221,12 @@ fn fmt_stats(s: &Option<Stats>) -> String {
     match s {
         None => "n/a".into(),
         Some(s) if fmt_num(s.min) == fmt_num(s.max) => fmt_num(s.median),
-        Some(s) => format!("{} ({}–{})", fmt_num(s.median), fmt_num(s.min), fmt_num(s.max)),
+        Some(s) => format!(
+            "{} ({}–{})",
+            fmt_num(s.median),
+            fmt_num(s.min),
+            fmt_num(s.max)
+        ),
     }
 }
 
@@ -214,11 +243,19 @@ struct Samples {
 
 impl Samples {
     fn push(&mut self, rivet: bool, key: &str, v: f64) {
-        let m = if rivet { &mut self.rivet } else { &mut self.native };
+        let m = if rivet {
+            &mut self.rivet
+        } else {
+            &mut self.native
+        };
         m.entry(key.to_string()).or_default().push(v);
     }
     fn na(&mut self, rivet: bool, key: &str, why: &str) {
-        let m = if rivet { &mut self.rivet_na } else { &mut self.native_na };
+        let m = if rivet {
+            &mut self.rivet_na
+        } else {
+            &mut self.native_na
+        };
         m.insert(key.to_string(), why.to_string());
     }
     fn get(&self, rivet: bool, key: &str) -> Option<Stats> {
@@ -251,11 +288,38 @@ impl Row {
 // ---------------------------------------------------------------- machines
 
 /// A native QEMU command line: the guest straight on OpenSBI.
-fn native_command(kernel: &Path, initrd: Option<&Path>, append: &str, smp: u32, sstc: bool) -> Command {
+fn native_command(
+    kernel: &Path,
+    initrd: Option<&Path>,
+    append: &str,
+    smp: u32,
+    sstc: bool,
+) -> Command {
     let mut c = Command::new("qemu-system-riscv64");
-    let cpu = if sstc { "rv64".to_string() } else { "rv64,sstc=false".to_string() };
-    c.args(["-M", "virt", "-cpu", &cpu, "-smp", &smp.to_string(), "-m", "512M"]);
-    c.args(["-bios", "default", "-no-reboot", "-display", "none", "-monitor", "none"]);
+    let cpu = if sstc {
+        "rv64".to_string()
+    } else {
+        "rv64,sstc=false".to_string()
+    };
+    c.args([
+        "-M",
+        "virt",
+        "-cpu",
+        &cpu,
+        "-smp",
+        &smp.to_string(),
+        "-m",
+        "512M",
+    ]);
+    c.args([
+        "-bios",
+        "default",
+        "-no-reboot",
+        "-display",
+        "none",
+        "-monitor",
+        "none",
+    ]);
     c.args(["-chardev", "stdio,id=con0", "-serial", "chardev:con0"]);
     c.arg("-kernel").arg(kernel);
     if let Some(i) = initrd {
@@ -290,11 +354,24 @@ impl Rivets {
 }
 
 fn micro_opts(append: &str, harts: u32, sstc: bool) -> RunOpts {
-    RunOpts { append: Some(append.into()), vcpus: harts, harts, sstc, ..RunOpts::default() }
+    RunOpts {
+        append: Some(append.into()),
+        vcpus: harts,
+        harts,
+        sstc,
+        ..RunOpts::default()
+    }
 }
 
 fn exits_opts(filter: &str, vcpus: u32, sstc: bool) -> RunOpts {
-    RunOpts { append: Some(format!("mode=bench bench={filter}")), vcpus, harts: vcpus, sstc, log: 4, ..RunOpts::default() }
+    RunOpts {
+        append: Some(format!("mode=bench bench={filter}")),
+        vcpus,
+        harts: vcpus,
+        sstc,
+        log: 4,
+        ..RunOpts::default()
+    }
 }
 
 /// Linux under Rivet: the frozen kernel copy (so `kernel` is set; the VM
@@ -335,14 +412,21 @@ fn blk_opts(kernel: &Path, initramfs: &Path, img: &Path) -> RunOpts {
 
 /// The two-VM network machine of `net.toml`.
 fn net_opts(cfg: &Path) -> RunOpts {
-    RunOpts { config: Some(cfg.to_path_buf()), icount: true, ..RunOpts::default() }
+    RunOpts {
+        config: Some(cfg.to_path_buf()),
+        icount: true,
+        ..RunOpts::default()
+    }
 }
 
 /// Native QEMU with the same image on QEMU's own virtio-blk (the options
 /// Rivet's machine uses for its disk, less the serial).
 fn native_blk_command(kernel: &Path, initramfs: &Path, img: &Path, append: &str) -> Command {
     let mut c = native_command(kernel, Some(initramfs), append, 1, true);
-    c.arg("-drive").arg(format!("file={},if=none,format=raw,id=d0,cache=writeback", img.display()));
+    c.arg("-drive").arg(format!(
+        "file={},if=none,format=raw,id=d0,cache=writeback",
+        img.display()
+    ));
     c.args(["-device", "virtio-blk-device,drive=d0"]);
     c
 }
@@ -420,7 +504,9 @@ impl Out {
 fn run_testkernel(cmd: Command, out: &Out, name: &str) -> Result<(String, f64), String> {
     let mut s = Session::spawn(cmd)?;
     let t = Instant::now();
-    let r = s.expect("bench: done", T_MICRO).and_then(|_| s.wait_exit(T_MICRO).map(|_| ()));
+    let r = s
+        .expect("bench: done", T_MICRO)
+        .and_then(|_| s.wait_exit(T_MICRO).map(|_| ()));
     let wall = t.elapsed().as_secs_f64();
     out.log(name, &s);
     let text = s.output();
@@ -518,7 +604,7 @@ pub fn rdtime_elf() -> Vec<u8> {
     e.extend_from_slice(&64u16.to_le_bytes()); // e_shentsize
     e.extend_from_slice(&0u16.to_le_bytes()); // e_shnum
     e.extend_from_slice(&0u16.to_le_bytes()); // e_shstrndx
-    // PT_LOAD, R+X, the whole file at BASE.
+                                              // PT_LOAD, R+X, the whole file at BASE.
     e.extend_from_slice(&1u32.to_le_bytes());
     e.extend_from_slice(&5u32.to_le_bytes());
     e.extend_from_slice(&0u64.to_le_bytes()); // p_offset
@@ -540,7 +626,21 @@ pub fn cpio_newc(files: &[(&str, u32, &[u8])]) -> Vec<u8> {
     }
     let mut v = Vec::new();
     let entry = |v: &mut Vec<u8>, ino: u32, name: &str, mode: u32, data: &[u8]| {
-        let fields = [ino, mode, 0, 0, 1, 0, data.len() as u32, 0, 0, 0, 0, name.len() as u32 + 1, 0];
+        let fields = [
+            ino,
+            mode,
+            0,
+            0,
+            1,
+            0,
+            data.len() as u32,
+            0,
+            0,
+            0,
+            0,
+            name.len() as u32 + 1,
+            0,
+        ];
         v.extend_from_slice(b"070701");
         for f in fields {
             v.extend_from_slice(format!("{f:08X}").as_bytes());
@@ -610,7 +710,10 @@ fn bench_initramfs(kernel: &Path, initrd: &Path, dir: &Path) -> Result<PathBuf, 
     while !bytes.len().is_multiple_of(4) {
         bytes.push(0);
     }
-    bytes.extend_from_slice(&cpio_newc(&[("init", 0o100755, init.as_bytes()), ("rdtime", 0o100755, &elf)]));
+    bytes.extend_from_slice(&cpio_newc(&[
+        ("init", 0o100755, init.as_bytes()),
+        ("rdtime", 0o100755, &elf),
+    ]));
     let p = dir.join("bench-initramfs.cpio");
     std::fs::write(&p, bytes).map_err(|e| format!("{}: {e}", p.display()))?;
     Ok(p)
@@ -626,7 +729,13 @@ struct Boot {
     exits: Option<BTreeMap<String, u64>>,
 }
 
-fn linux_boot(cmd: Command, out: &Out, name: &str, vcpus: u32, timebase: f64) -> Result<Boot, String> {
+fn linux_boot(
+    cmd: Command,
+    out: &Out,
+    name: &str,
+    vcpus: u32,
+    timebase: f64,
+) -> Result<Boot, String> {
     let mut s = Session::spawn(cmd)?;
     let t = Instant::now();
     let r = (|| {
@@ -640,7 +749,10 @@ fn linux_boot(cmd: Command, out: &Out, name: &str, vcpus: u32, timebase: f64) ->
     let text = s.output();
     let wall = r.map_err(|e| format!("{name}: {e}\n{}", tail(&text, 25)))?;
     if text.contains("PANIC") {
-        return Err(format!("{name}: the hypervisor panicked\n{}", tail(&text, 25)));
+        return Err(format!(
+            "{name}: the hypervisor panicked\n{}",
+            tail(&text, 25)
+        ));
     }
     let ms = |ticks: u64| ticks as f64 * 1e3 / timebase;
     Ok(Boot {
@@ -664,7 +776,10 @@ fn report_boot(side: &str, vcpus: u32, run: usize, b: &Boot) {
 /// Records a failed run: printed now, and its first line kept as a note.
 fn failure(notes: &mut Vec<String>, what: &str, err: &str) {
     println!("bench: FAILED: {what}: {err}");
-    notes.push(format!("FAILED: {what}: {}", err.lines().next().unwrap_or("")));
+    notes.push(format!(
+        "FAILED: {what}: {}",
+        err.lines().next().unwrap_or("")
+    ));
 }
 
 fn record_boot(samples: &mut Samples, rivet: bool, vcpus: u32, b: &Boot) {
@@ -709,7 +824,10 @@ pub fn parse_io(output: &str, label: &str) -> Option<Vec<u64>> {
     let pat = format!("bench-io {label} ");
     output.lines().find_map(|l| {
         let rest = &l[l.find(&pat)? + pat.len()..];
-        let v: Vec<u64> = rest.split_whitespace().map_while(|w| w.parse().ok()).collect();
+        let v: Vec<u64> = rest
+            .split_whitespace()
+            .map_while(|w| w.parse().ok())
+            .collect();
         (!v.is_empty()).then_some(v)
     })
 }
@@ -752,10 +870,22 @@ pub fn mib_per_s(bytes: u64, ticks: f64, timebase: f64) -> Option<f64> {
 /// its page cache (untimed).
 const BLK_STEPS: &[(&str, &str)] = &[
     ("probe", ":"),
-    ("write-direct", "dd if=/dev/zero of=/dev/vda bs=64k count=512 oflag=direct 2>>/tmp/dd.log"),
-    ("read-direct", "dd if=/dev/vda of=/dev/null bs=64k count=512 iflag=direct 2>>/tmp/dd.log"),
-    ("write-fsync", "dd if=/dev/zero of=/dev/vda bs=64k count=512 conv=fsync 2>>/tmp/dd.log"),
-    ("read-cold", "dd if=/dev/vda of=/dev/null bs=64k count=512 2>>/tmp/dd.log"),
+    (
+        "write-direct",
+        "dd if=/dev/zero of=/dev/vda bs=64k count=512 oflag=direct 2>>/tmp/dd.log",
+    ),
+    (
+        "read-direct",
+        "dd if=/dev/vda of=/dev/null bs=64k count=512 iflag=direct 2>>/tmp/dd.log",
+    ),
+    (
+        "write-fsync",
+        "dd if=/dev/zero of=/dev/vda bs=64k count=512 conv=fsync 2>>/tmp/dd.log",
+    ),
+    (
+        "read-cold",
+        "dd if=/dev/vda of=/dev/null bs=64k count=512 2>>/tmp/dd.log",
+    ),
 ];
 
 /// (step label, metric key, row label, note) of the disk rows.
@@ -787,7 +917,12 @@ const BLK_ROWS: &[(&str, &str, &str, &str)] = &[
 ];
 
 /// The disk figures of one boot, by metric key.
-fn blk_run(cmd: Command, out: &Out, name: &str, timebase: f64) -> Result<BTreeMap<String, f64>, String> {
+fn blk_run(
+    cmd: Command,
+    out: &Out,
+    name: &str,
+    timebase: f64,
+) -> Result<BTreeMap<String, f64>, String> {
     let mut s = Session::spawn(cmd)?;
     let r = (|| {
         s.expect("guest: init ready, 1 cpu(s)", T_LINUX)?;
@@ -809,11 +944,17 @@ fn blk_run(cmd: Command, out: &Out, name: &str, timebase: f64) -> Result<BTreeMa
     let text = s.output();
     r.map_err(|e| format!("{name}: {e}\n{}", tail(&text, 25)))?;
     if text.contains("PANIC") {
-        return Err(format!("{name}: the hypervisor panicked\n{}", tail(&text, 25)));
+        return Err(format!(
+            "{name}: the hypervisor panicked\n{}",
+            tail(&text, 25)
+        ));
     }
     let want = format!("SIZE={}", BLK_IMAGE_BYTES / 512);
     if !text.contains(&want) {
-        return Err(format!("{name}: the guest's /dev/vda is not {} MiB ({want} expected)", BLK_IMAGE_BYTES >> 20));
+        return Err(format!(
+            "{name}: the guest's /dev/vda is not {} MiB ({want} expected)",
+            BLK_IMAGE_BYTES >> 20
+        ));
     }
     let probe = io_interval(&text, "probe").ok_or(format!("{name}: no probe interval"))?;
     let mut m = BTreeMap::new();
@@ -821,7 +962,8 @@ fn blk_run(cmd: Command, out: &Out, name: &str, timebase: f64) -> Result<BTreeMa
     let bytes = BLK_BS_KIB * 1024 * BLK_COUNT;
     for &(label, key, _, _) in BLK_ROWS {
         let t = io_interval(&text, label).ok_or(format!("{name}: no {label} interval"))?;
-        let v = mib_per_s(bytes, t.saturating_sub(probe) as f64, timebase).ok_or(format!("{name}: empty {label} interval"))?;
+        let v = mib_per_s(bytes, t.saturating_sub(probe) as f64, timebase)
+            .ok_or(format!("{name}: empty {label} interval"))?;
         m.insert(key.to_string(), v);
     }
     Ok(m)
@@ -839,7 +981,11 @@ fn net_config(kernel: &Path, initramfs: &Path) -> String {
             if console { "console = true\n" } else { "" }
         )
     };
-    format!("[machine]\nharts = 2\n{}{}", vm("alpha", 0, true), vm("beta", 1, false))
+    format!(
+        "[machine]\nharts = 2\n{}{}",
+        vm("alpha", 0, true),
+        vm("beta", 1, false)
+    )
 }
 
 /// Waits until every pattern has appeared anywhere in the output.
@@ -847,19 +993,32 @@ fn wait_all(s: &Session, pats: &[&str], timeout: Duration) -> Result<(), String>
     let deadline = Instant::now() + timeout;
     loop {
         let out = s.output();
-        let Some(missing) = pats.iter().find(|p| !out.contains(**p)) else { return Ok(()) };
+        let Some(missing) = pats.iter().find(|p| !out.contains(**p)) else {
+            return Ok(());
+        };
         if Instant::now() > deadline {
-            return Err(format!("timed out after {timeout:?} waiting for {missing:?}"));
+            return Err(format!(
+                "timed out after {timeout:?} waiting for {missing:?}"
+            ));
         }
         std::thread::sleep(Duration::from_millis(100));
     }
 }
 
 /// The network figures of one run: ping RTTs (µs), TCP MiB/s, by key.
-fn net_run(cmd: Command, out: &Out, name: &str, timebase: f64) -> Result<BTreeMap<String, f64>, String> {
+fn net_run(
+    cmd: Command,
+    out: &Out,
+    name: &str,
+    timebase: f64,
+) -> Result<BTreeMap<String, f64>, String> {
     let mut s = Session::spawn(cmd)?;
     let r = (|| {
-        wait_all(&s, &["[alpha] guest: init ready", "[beta] guest: init ready"], T_LINUX)?;
+        wait_all(
+            &s,
+            &["[alpha] guest: init ready", "[beta] guest: init ready"],
+            T_LINUX,
+        )?;
         s.send("ip addr add 10.0.0.1/24 dev eth0 && ip link set eth0 up && echo alpha\"\"-up\n")?;
         s.expect("[alpha] alpha-up", T_IO)?;
         // The receiver stamps the time once its nc has seen the sender's
@@ -874,11 +1033,15 @@ fn net_run(cmd: Command, out: &Out, name: &str, timebase: f64) -> Result<BTreeMa
         // Warm-up: ARP resolved and both stacks awake before measuring.
         s.send("ping -c 2 10.0.0.1 > /dev/null; echo warm\"\"-done\n")?;
         s.expect("[beta] warm-done", T_IO)?;
-        s.send(&format!("ping -c {PING_COUNT} 10.0.0.1 > /tmp/ping; echo \"bench\"\"-io ping-done 1\"\n"))?;
+        s.send(&format!(
+            "ping -c {PING_COUNT} 10.0.0.1 > /tmp/ping; echo \"bench\"\"-io ping-done 1\"\n"
+        ))?;
         s.expect("bench-io ping-done ", T_IO)?;
         s.send("cat /tmp/ping; echo ping\"\"-shown\n")?;
         s.expect("[beta] ping-shown", T_IO)?;
-        s.send(&format!("dd if=/dev/zero of=/tmp/f bs=64k count={TCP_COUNT} 2>/dev/null; echo file\"\"-made\n"))?;
+        s.send(&format!(
+            "dd if=/dev/zero of=/tmp/f bs=64k count={TCP_COUNT} 2>/dev/null; echo file\"\"-made\n"
+        ))?;
         s.expect("[beta] file-made", T_IO)?;
         s.send(&timed("probe", ":"))?;
         s.expect("bench-io probe ", T_IO)?;
@@ -892,24 +1055,40 @@ fn net_run(cmd: Command, out: &Out, name: &str, timebase: f64) -> Result<BTreeMa
     let text = s.output();
     r.map_err(|e| format!("{name}: {e}\n{}", tail(&text, 25)))?;
     if text.contains("PANIC") {
-        return Err(format!("{name}: the hypervisor panicked\n{}", tail(&text, 25)));
+        return Err(format!(
+            "{name}: the hypervisor panicked\n{}",
+            tail(&text, 25)
+        ));
     }
     let mut m = BTreeMap::new();
     let rtts = parse_ping_rtts(&text);
     if rtts.len() != PING_COUNT {
-        return Err(format!("{name}: {} of {PING_COUNT} ping replies", rtts.len()));
+        return Err(format!(
+            "{name}: {} of {PING_COUNT} ping replies",
+            rtts.len()
+        ));
     }
     let rtt = stats(&rtts).ok_or(format!("{name}: no ping times"))?;
     m.insert("net.ping.us".to_string(), rtt.median * 1e3);
-    let start = parse_io(&text, "tcp-send").and_then(|v| v.first().copied()).ok_or(format!("{name}: no send stamp"))?;
-    let end = parse_io(&text, "tcp-recv-end").and_then(|v| v.first().copied()).ok_or(format!("{name}: no receive stamp"))?;
+    let start = parse_io(&text, "tcp-send")
+        .and_then(|v| v.first().copied())
+        .ok_or(format!("{name}: no send stamp"))?;
+    let end = parse_io(&text, "tcp-recv-end")
+        .and_then(|v| v.first().copied())
+        .ok_or(format!("{name}: no receive stamp"))?;
     let probe = io_interval(&text, "probe").unwrap_or(0);
-    let ticks = end.checked_sub(start).ok_or(format!("{name}: receiver finished before the sender started"))?;
+    let ticks = end.checked_sub(start).ok_or(format!(
+        "{name}: receiver finished before the sender started"
+    ))?;
     let bytes = BLK_BS_KIB * 1024 * TCP_COUNT;
-    let v = mib_per_s(bytes, ticks.saturating_sub(probe) as f64, timebase).ok_or(format!("{name}: empty TCP interval"))?;
+    let v = mib_per_s(bytes, ticks.saturating_sub(probe) as f64, timebase)
+        .ok_or(format!("{name}: empty TCP interval"))?;
     m.insert("net.tcp.mibs".to_string(), v);
     if let Some(send) = io_interval(&text, "tcp-send") {
-        m.insert("net.tcp_sender.ms".to_string(), send as f64 * 1e3 / timebase);
+        m.insert(
+            "net.tcp_sender.ms".to_string(),
+            send as f64 * 1e3 / timebase,
+        );
     }
     Ok(m)
 }
@@ -925,7 +1104,10 @@ pub struct ChartRow {
 }
 
 fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 /// A horizontal grouped bar chart on a log10 axis (the figures span six
@@ -935,10 +1117,19 @@ pub fn svg_chart(title: &str, rows: &[ChartRow]) -> String {
     let (row_h, top) = (40.0, 60.0);
     let width = left + bar_w + right;
     let height = top + rows.len() as f64 * row_h + 50.0;
-    let vals: Vec<f64> = rows.iter().flat_map(|r| [r.native, r.rivet]).flatten().filter(|v| *v > 0.0).collect();
+    let vals: Vec<f64> = rows
+        .iter()
+        .flat_map(|r| [r.native, r.rivet])
+        .flatten()
+        .filter(|v| *v > 0.0)
+        .collect();
     let lo = vals.iter().cloned().fold(f64::INFINITY, f64::min);
     let hi = vals.iter().cloned().fold(0.0, f64::max);
-    let (lo_d, hi_d) = if vals.is_empty() { (0.0, 1.0) } else { (lo.log10().floor().min(0.0), hi.log10().ceil().max(1.0)) };
+    let (lo_d, hi_d) = if vals.is_empty() {
+        (0.0, 1.0)
+    } else {
+        (lo.log10().floor().min(0.0), hi.log10().ceil().max(1.0))
+    };
     let x = |v: f64| -> f64 {
         if v <= 0.0 {
             0.0
@@ -951,8 +1142,15 @@ pub fn svg_chart(title: &str, rows: &[ChartRow]) -> String {
         s,
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">"#
     );
-    let _ = writeln!(s, r#"<rect x="0" y="0" width="{width}" height="{height}" fill="white"/>"#);
-    let _ = writeln!(s, r#"<text x="10" y="22" font-size="15" font-weight="bold">{}</text>"#, xml_escape(title));
+    let _ = writeln!(
+        s,
+        r#"<rect x="0" y="0" width="{width}" height="{height}" fill="white"/>"#
+    );
+    let _ = writeln!(
+        s,
+        r#"<text x="10" y="22" font-size="15" font-weight="bold">{}</text>"#,
+        xml_escape(title)
+    );
     let _ = writeln!(
         s,
         r##"<rect x="{left}" y="32" width="12" height="12" fill="#4c78a8"/><text x="{}" y="43">native (OpenSBI)</text>"##,
@@ -969,23 +1167,53 @@ pub fn svg_chart(title: &str, rows: &[ChartRow]) -> String {
     while d <= hi_d + 1e-9 {
         let gx = left + (d - lo_d) / (hi_d - lo_d) * bar_w;
         let gy1 = top + rows.len() as f64 * row_h;
-        let _ = writeln!(s, r##"<line x1="{gx:.1}" y1="{top}" x2="{gx:.1}" y2="{gy1}" stroke="#ddd"/>"##);
-        let _ = writeln!(s, r#"<text x="{gx:.1}" y="{:.1}" text-anchor="middle" fill="gray">1e{d}</text>"#, gy1 + 15.0);
+        let _ = writeln!(
+            s,
+            r##"<line x1="{gx:.1}" y1="{top}" x2="{gx:.1}" y2="{gy1}" stroke="#ddd"/>"##
+        );
+        let _ = writeln!(
+            s,
+            r#"<text x="{gx:.1}" y="{:.1}" text-anchor="middle" fill="gray">1e{d}</text>"#,
+            gy1 + 15.0
+        );
         d += 1.0;
     }
     for (i, r) in rows.iter().enumerate() {
         let y = top + i as f64 * row_h;
-        let _ = writeln!(s, r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"#, left - 8.0, y + 22.0, xml_escape(&r.label));
-        for (j, (v, color)) in [(r.native, "#4c78a8"), (r.rivet, "#e45756")].into_iter().enumerate() {
+        let _ = writeln!(
+            s,
+            r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"#,
+            left - 8.0,
+            y + 22.0,
+            xml_escape(&r.label)
+        );
+        for (j, (v, color)) in [(r.native, "#4c78a8"), (r.rivet, "#e45756")]
+            .into_iter()
+            .enumerate()
+        {
             let by = y + 4.0 + j as f64 * 16.0;
             match v {
                 Some(v) => {
                     let w = x(v);
-                    let _ = writeln!(s, r#"<rect x="{left}" y="{by:.1}" width="{w:.1}" height="14" fill="{color}"/>"#);
-                    let _ = writeln!(s, r#"<text x="{:.1}" y="{:.1}">{}</text>"#, left + w + 4.0, by + 11.0, xml_escape(&fmt_num(v)));
+                    let _ = writeln!(
+                        s,
+                        r#"<rect x="{left}" y="{by:.1}" width="{w:.1}" height="14" fill="{color}"/>"#
+                    );
+                    let _ = writeln!(
+                        s,
+                        r#"<text x="{:.1}" y="{:.1}">{}</text>"#,
+                        left + w + 4.0,
+                        by + 11.0,
+                        xml_escape(&fmt_num(v))
+                    );
                 }
                 None => {
-                    let _ = writeln!(s, r#"<text x="{:.1}" y="{:.1}" fill="gray">n/a</text>"#, left + 4.0, by + 11.0);
+                    let _ = writeln!(
+                        s,
+                        r#"<text x="{:.1}" y="{:.1}" fill="gray">n/a</text>"#,
+                        left + 4.0,
+                        by + 11.0
+                    );
                 }
             }
         }
@@ -1043,7 +1271,10 @@ fn json_stats(s: &Option<Stats>) -> String {
 }
 
 fn json_map(m: &BTreeMap<String, u64>) -> String {
-    let items: Vec<String> = m.iter().map(|(k, v)| format!("{}: {v}", json_str(k))).collect();
+    let items: Vec<String> = m
+        .iter()
+        .map(|(k, v)| format!("{}: {v}", json_str(k)))
+        .collect();
     format!("{{{}}}", items.join(", "))
 }
 
@@ -1060,7 +1291,15 @@ struct Opts {
 }
 
 fn parse_opts(args: &[String]) -> Result<Opts, String> {
-    let mut o = Opts { runs: 3, micro: true, linux: true, linux_boot: true, linux_smp: true, exits: true, io: true };
+    let mut o = Opts {
+        runs: 3,
+        micro: true,
+        linux: true,
+        linux_boot: true,
+        linux_smp: true,
+        exits: true,
+        io: true,
+    };
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -1140,14 +1379,20 @@ pub fn bench(args: &[String]) -> Result<u8, String> {
     let bin = dir.join("bin");
     std::fs::create_dir_all(&bin).map_err(|e| e.to_string())?;
     // Logs of an earlier benchmark would be mistaken for this one's.
-    for e in std::fs::read_dir(&dir).map_err(|e| e.to_string())?.flatten() {
+    for e in std::fs::read_dir(&dir)
+        .map_err(|e| e.to_string())?
+        .flatten()
+    {
         if e.path().extension().is_some_and(|x| x == "log") {
             let _ = std::fs::remove_file(e.path());
         }
     }
     let out = Out { dir: dir.clone() };
     let testkernel = freeze(&built.testkernel, &bin)?;
-    let mut rivets = Rivets { hypervisor: freeze(&built.hypervisor, &bin)?, machines: BTreeMap::new() };
+    let mut rivets = Rivets {
+        hypervisor: freeze(&built.hypervisor, &bin)?,
+        machines: BTreeMap::new(),
+    };
     let linux = if o.linux {
         let (kernel, initrd) = crate::e2e::linux_images()?;
         let initramfs = bench_initramfs(&kernel, &initrd, &bin)?;
@@ -1169,9 +1414,11 @@ pub fn bench(args: &[String]) -> Result<u8, String> {
     let io = match &linux {
         Some((kernel, initramfs)) if o.io => {
             let img = bin.join("blk.img");
-            std::fs::write(&img, vec![0u8; BLK_IMAGE_BYTES]).map_err(|e| format!("{}: {e}", img.display()))?;
+            std::fs::write(&img, vec![0u8; BLK_IMAGE_BYTES])
+                .map_err(|e| format!("{}: {e}", img.display()))?;
             let cfg = bin.join("net.toml");
-            std::fs::write(&cfg, net_config(kernel, initramfs)).map_err(|e| format!("{}: {e}", cfg.display()))?;
+            std::fs::write(&cfg, net_config(kernel, initramfs))
+                .map_err(|e| format!("{}: {e}", cfg.display()))?;
             Some((img, cfg))
         }
         _ => None,
@@ -1187,7 +1434,11 @@ pub fn bench(args: &[String]) -> Result<u8, String> {
     if o.exits {
         for &(key, vcpus, sstc) in EXIT_PLAN {
             rivets.command(&exits_opts("none", vcpus, sstc))?;
-            rivets.command(&exits_opts(key.split('@').next().unwrap_or(key), vcpus, sstc))?;
+            rivets.command(&exits_opts(
+                key.split('@').next().unwrap_or(key),
+                vcpus,
+                sstc,
+            ))?;
         }
     }
     if let Some((kernel, initramfs)) = &linux {
@@ -1209,7 +1460,10 @@ pub fn bench(args: &[String]) -> Result<u8, String> {
     // 1. Micro-benchmarks.
     let micro_runs = if o.micro { o.runs } else { 0 };
     if o.micro {
-        println!("== micro-benchmarks ({} run(s) each, native and Rivet)", o.runs);
+        println!(
+            "== micro-benchmarks ({} run(s) each, native and Rivet)",
+            o.runs
+        );
     }
     let mut failed_tags: Vec<&str> = Vec::new();
     for run in 0..micro_runs {
@@ -1228,7 +1482,11 @@ pub fn bench(args: &[String]) -> Result<u8, String> {
             let (text, wall) = match run_testkernel(cmd, &out, &format!("micro-{tag}-{run}")) {
                 Ok(r) => r,
                 Err(e) => {
-                    failure(&mut notes, &format!("micro-benchmarks {tag} run {}", run + 1), &e);
+                    failure(
+                        &mut notes,
+                        &format!("micro-benchmarks {tag} run {}", run + 1),
+                        &e,
+                    );
                     failed_tags.push(tag);
                     continue;
                 }
@@ -1253,13 +1511,20 @@ pub fn bench(args: &[String]) -> Result<u8, String> {
                 }
             }
         }
-        println!("bench: micro-benchmark round {} of {} done", run + 1, o.runs);
+        println!(
+            "bench: micro-benchmark round {} of {} done",
+            run + 1,
+            o.runs
+        );
     }
 
     // Is instret counting everything (M, HS and VS/S)? Under icount the
     // time CSR does, so the two must agree on busy loops.
     let agree = ["sbi.null", "mmio.load", "trap.illegal"].iter().all(|b| {
-        match (samples.get(true, &format!("{b}.instret")), samples.get(true, &format!("{b}.ns"))) {
+        match (
+            samples.get(true, &format!("{b}.instret")),
+            samples.get(true, &format!("{b}.ns")),
+        ) {
             (Some(i), Some(n)) => (i.median - n.median).abs() <= 0.02 * n.median.max(1.0) + 0.5,
             _ => false,
         }
@@ -1291,8 +1556,11 @@ pub fn bench(args: &[String]) -> Result<u8, String> {
                 None => {
                     let cmd = rivets.command(&exits_opts("none", vcpus, sstc))?;
                     let r = run_testkernel(cmd, &out, &format!("exits-baseline-{vcpus}-{sstc}"));
-                    let Some(p) = r.as_ref().ok().and_then(|(text, _)| exit_profile_of(text)) else {
-                        let e = r.err().unwrap_or_else(|| "no exit profile printed (log level 4)".into());
+                    let Some(p) = r.as_ref().ok().and_then(|(text, _)| exit_profile_of(text))
+                    else {
+                        let e = r
+                            .err()
+                            .unwrap_or_else(|| "no exit profile printed (log level 4)".into());
                         failure(&mut notes, &format!("exit baseline ({vcpus} vCPU(s))"), &e);
                         continue;
                     };
@@ -1309,10 +1577,17 @@ pub fn bench(args: &[String]) -> Result<u8, String> {
                 }
             };
             let Some(p) = exit_profile_of(&text) else {
-                failure(&mut notes, &format!("exit count of {key}"), "no exit profile printed (log level 4)");
+                failure(
+                    &mut notes,
+                    &format!("exit count of {key}"),
+                    "no exit profile printed (log level 4)",
+                );
                 continue;
             };
-            let Some(b) = collect_bench_lines(&text).into_iter().find(|b| b.name == name && b.na.is_none()) else {
+            let Some(b) = collect_bench_lines(&text)
+                .into_iter()
+                .find(|b| b.name == name && b.na.is_none())
+            else {
                 continue;
             };
             let diff = profile_diff(&p, &base);
@@ -1328,7 +1603,10 @@ pub fn bench(args: &[String]) -> Result<u8, String> {
     let mut linux_harts: BTreeMap<u32, u32> = linux_cfgs.iter().map(|&v| (v, v)).collect();
     if let Some((kernel, initramfs)) = &linux {
         for &vcpus in &linux_cfgs {
-            println!("== Linux boot, {vcpus} CPU(s) ({} run(s) each, native and Rivet)", o.runs);
+            println!(
+                "== Linux boot, {vcpus} CPU(s) ({} run(s) each, native and Rivet)",
+                o.runs
+            );
             let mut native_ok = true;
             let mut rivet_ok = true;
             for run in 0..o.runs {
@@ -1337,7 +1615,13 @@ pub fn bench(args: &[String]) -> Result<u8, String> {
                     if run == 0 {
                         println!("bench: native: {}", command_line(&cmd));
                     }
-                    match linux_boot(cmd, &out, &format!("linux-native-{vcpus}-{run}"), vcpus, timebase) {
+                    match linux_boot(
+                        cmd,
+                        &out,
+                        &format!("linux-native-{vcpus}-{run}"),
+                        vcpus,
+                        timebase,
+                    ) {
                         Ok(b) => {
                             record_boot(&mut samples, false, vcpus, &b);
                             report_boot("native", vcpus, run, &b);
@@ -1360,13 +1644,23 @@ pub fn bench(args: &[String]) -> Result<u8, String> {
                     if run == 0 {
                         println!("bench: rivet:  {}", command_line(&cmd));
                     }
-                    match linux_boot(cmd, &out, &format!("linux-rivet-{vcpus}-{run}"), vcpus, timebase) {
+                    match linux_boot(
+                        cmd,
+                        &out,
+                        &format!("linux-rivet-{vcpus}-{run}"),
+                        vcpus,
+                        timebase,
+                    ) {
                         Ok(b) => {
                             record_boot(&mut samples, true, vcpus, &b);
                             report_boot("rivet ", vcpus, run, &b);
                         }
                         Err(e) if harts > 1 => {
-                            failure(&mut notes, &format!("Rivet Linux {vcpus} vCPUs on {harts} harts"), &e);
+                            failure(
+                                &mut notes,
+                                &format!("Rivet Linux {vcpus} vCPUs on {harts} harts"),
+                                &e,
+                            );
                             notes.push(format!(
                                 "Rivet Linux {vcpus}-vCPU figures are from {vcpus} vCPUs time-sliced on 1 hart (the {harts}-hart run failed)"
                             ));
@@ -1375,7 +1669,11 @@ pub fn bench(args: &[String]) -> Result<u8, String> {
                         }
                         Err(e) => {
                             rivet_ok = false;
-                            failure(&mut notes, &format!("Rivet Linux {vcpus} vCPU(s) on {harts} hart(s)"), &e);
+                            failure(
+                                &mut notes,
+                                &format!("Rivet Linux {vcpus} vCPU(s) on {harts} hart(s)"),
+                                &e,
+                            );
                         }
                     }
                     break;
@@ -1384,7 +1682,13 @@ pub fn bench(args: &[String]) -> Result<u8, String> {
         }
         println!("== exit profile of a Linux boot under Rivet (log level 4)");
         for &vcpus in &linux_cfgs {
-            let cmd = rivets.command(&linux_opts(kernel, initramfs, vcpus, linux_harts[&vcpus], 4))?;
+            let cmd = rivets.command(&linux_opts(
+                kernel,
+                initramfs,
+                vcpus,
+                linux_harts[&vcpus],
+                4,
+            ))?;
             let name = format!("linux-exits-{vcpus}");
             match linux_boot(cmd, &out, &name, vcpus, timebase) {
                 Ok(Boot { exits: Some(p), .. }) => {
@@ -1392,15 +1696,24 @@ pub fn bench(args: &[String]) -> Result<u8, String> {
                     let h = linux_harts[&vcpus];
                     exit_profiles.insert(format!("Linux, {vcpus} vCPU(s) on {h} hart(s)"), p);
                 }
-                Ok(_) => notes.push(format!("no exit profile printed by the {vcpus}-vCPU Linux run")),
-                Err(e) => failure(&mut notes, &format!("Rivet Linux {vcpus} vCPU(s) at log level 4"), &e),
+                Ok(_) => notes.push(format!(
+                    "no exit profile printed by the {vcpus}-vCPU Linux run"
+                )),
+                Err(e) => failure(
+                    &mut notes,
+                    &format!("Rivet Linux {vcpus} vCPU(s) at log level 4"),
+                    &e,
+                ),
             }
         }
     }
 
     // 4. Disk and network I/O.
     if let (Some((kernel, initramfs)), Some((img, cfg))) = (&linux, &io) {
-        println!("== virtio-blk (native and Rivet) and virtio-net (Rivet, two VMs), {} run(s) each", o.runs);
+        println!(
+            "== virtio-blk (native and Rivet) and virtio-net (Rivet, two VMs), {} run(s) each",
+            o.runs
+        );
         notes.push(format!(
             "virtio-blk rows: Linux, 1 CPU (Rivet: 1 vCPU on 1 hart), booted with `{BLK_BOOTARGS}` on both sides (see the \
              note on `nohlt`); each transfer is 32 MiB (dd bs=64k count=512) on a fresh, fully written 64 MiB raw image \
@@ -1423,14 +1736,18 @@ pub fn bench(args: &[String]) -> Result<u8, String> {
         for run in 0..o.runs {
             // Sides: native and Rivet with `nohlt`; once, for reference,
             // native as it boots elsewhere (idle = WFI), see BLK_BOOTARGS.
-            let sides: &[(&str, bool)] =
-                if run == 0 { &[("native", false), ("rivet", true), ("native-wfi", false)] } else { &[("native", false), ("rivet", true)] };
+            let sides: &[(&str, bool)] = if run == 0 {
+                &[("native", false), ("rivet", true), ("native-wfi", false)]
+            } else {
+                &[("native", false), ("rivet", true)]
+            };
             for &(side, rivet) in sides {
                 if !(if rivet { rivet_ok } else { native_ok }) {
                     continue;
                 }
                 // A fresh, fully written image for every boot.
-                std::fs::write(img, vec![0u8; BLK_IMAGE_BYTES]).map_err(|e| format!("{}: {e}", img.display()))?;
+                std::fs::write(img, vec![0u8; BLK_IMAGE_BYTES])
+                    .map_err(|e| format!("{}: {e}", img.display()))?;
                 let cmd = match side {
                     "rivet" => rivets.command(&blk_opts(kernel, initramfs, img))?,
                     "native" => native_blk_command(kernel, initramfs, img, BLK_BOOTARGS),
@@ -1444,9 +1761,16 @@ pub fn bench(args: &[String]) -> Result<u8, String> {
                     Ok(m) if side == "native-wfi" => {
                         let show: Vec<String> = BLK_ROWS
                             .iter()
-                            .filter_map(|(_, k, _, _)| m.get(*k).map(|v| format!("{} {}", k.trim_end_matches(".mibs"), fmt_num(*v))))
+                            .filter_map(|(_, k, _, _)| {
+                                m.get(*k).map(|v| {
+                                    format!("{} {}", k.trim_end_matches(".mibs"), fmt_num(*v))
+                                })
+                            })
                             .collect();
-                        println!("bench: blk native without nohlt (reference): {} MiB/s", show.join(", "));
+                        println!(
+                            "bench: blk native without nohlt (reference): {} MiB/s",
+                            show.join(", ")
+                        );
                         notes.push(format!(
                             "virtio-blk natively without `nohlt` (idle = WFI; one run, not in the table): {} MiB/s. \
                              Under -icount sleep=off a halted machine's clock jumps to the next timer deadline while QEMU \
@@ -1459,7 +1783,11 @@ pub fn bench(args: &[String]) -> Result<u8, String> {
                     Ok(m) => {
                         let show: Vec<String> = BLK_ROWS
                             .iter()
-                            .filter_map(|(_, k, _, _)| m.get(*k).map(|v| format!("{} {}", k.trim_end_matches(".mibs"), fmt_num(*v))))
+                            .filter_map(|(_, k, _, _)| {
+                                m.get(*k).map(|v| {
+                                    format!("{} {}", k.trim_end_matches(".mibs"), fmt_num(*v))
+                                })
+                            })
                             .collect();
                         println!(
                             "bench: blk {side} run {}: {} MiB/s ({:.1} s wall)",
@@ -1471,7 +1799,11 @@ pub fn bench(args: &[String]) -> Result<u8, String> {
                             samples.push(rivet, k, *v);
                         }
                     }
-                    Err(e) if side == "native-wfi" => failure(&mut notes, "native virtio-blk without nohlt (reference)", &e),
+                    Err(e) if side == "native-wfi" => failure(
+                        &mut notes,
+                        "native virtio-blk without nohlt (reference)",
+                        &e,
+                    ),
                     Err(e) => {
                         if rivet {
                             rivet_ok = false;
@@ -1536,12 +1868,27 @@ pub fn bench(args: &[String]) -> Result<u8, String> {
     }
     for &v in &linux_cfgs {
         let l = |what: &str| format!("linux.{v}.{what}");
-        let cpus = if v == 1 { "1 CPU".to_string() } else { format!("{v} CPUs") };
+        let cpus = if v == 1 {
+            "1 CPU".to_string()
+        } else {
+            format!("{v} CPUs")
+        };
         let h = linux_harts.get(&v).copied().unwrap_or(v);
-        let ready_note = format!("time CSR read by /rdtime in init; Rivet: {v} vCPU(s) on {h} hart(s)");
+        let ready_note =
+            format!("time CSR read by /rdtime in init; Rivet: {v} vCPU(s) on {h} hart(s)");
         for (what, label, unit, note) in [
-            ("init_ready", format!("Linux {cpus}: reset → init ready"), "ms guest time", ready_note.as_str()),
-            ("init_start", format!("Linux {cpus}: reset → /init starts"), "ms guest time", "time CSR, first command of /init"),
+            (
+                "init_ready",
+                format!("Linux {cpus}: reset → init ready"),
+                "ms guest time",
+                ready_note.as_str(),
+            ),
+            (
+                "init_start",
+                format!("Linux {cpus}: reset → /init starts"),
+                "ms guest time",
+                "time CSR, first command of /init",
+            ),
             (
                 "printk_run_init",
                 format!("Linux {cpus}: printk stamp of `Run /init`"),
@@ -1560,7 +1907,12 @@ pub fn bench(args: &[String]) -> Result<u8, String> {
                 "ms guest time",
                 "the guest's own share: init ready minus the row above",
             ),
-            ("wall", format!("Linux {cpus}: wall clock to init ready"), "s (host, reference only)", "TCG speed, not guest time"),
+            (
+                "wall",
+                format!("Linux {cpus}: wall clock to init ready"),
+                "s (host, reference only)",
+                "TCG speed, not guest time",
+            ),
         ] {
             rows.push(Row {
                 key: l(what),
@@ -1631,35 +1983,71 @@ pub fn bench(args: &[String]) -> Result<u8, String> {
     let goals = goals(&rows, &exits_per_iter, &exit_detail);
     let total_wall = t_all.elapsed().as_secs_f64();
     let qemu = qemu_version();
-    let md = markdown(&rows, &exit_profiles, &goals, &notes, o.runs, total_wall, &qemu);
-    let json = json(&rows, &exit_profiles, &exit_detail, &goals, &notes, o.runs, total_wall, &qemu);
+    let md = markdown(
+        &rows,
+        &exit_profiles,
+        &goals,
+        &notes,
+        o.runs,
+        total_wall,
+        &qemu,
+    );
+    let json = json(
+        &rows,
+        &exit_profiles,
+        &exit_detail,
+        &goals,
+        &notes,
+        o.runs,
+        total_wall,
+        &qemu,
+    );
     let chart_rows: Vec<ChartRow> = rows
         .iter()
-        .filter(|r| !r.key.ends_with(".wall") && !r.key.starts_with("loop.") && (r.native.is_some() || r.rivet.is_some()))
+        .filter(|r| {
+            !r.key.ends_with(".wall")
+                && !r.key.starts_with("loop.")
+                && (r.native.is_some() || r.rivet.is_some())
+        })
         .map(|r| ChartRow {
             label: format!("{} [{}]", short_label(r), short_unit(&r.unit)),
             native: r.native.as_ref().map(|s| s.median),
             rivet: r.rivet.as_ref().map(|s| s.median),
         })
         .collect();
-    let svg = svg_chart("Rivet vs native (QEMU virt, -icount shift=0): medians", &chart_rows);
-    for (name, body) in [("results.md", &md), ("results.json", &json), ("results.svg", &svg)] {
+    let svg = svg_chart(
+        "Rivet vs native (QEMU virt, -icount shift=0): medians",
+        &chart_rows,
+    );
+    for (name, body) in [
+        ("results.md", &md),
+        ("results.json", &json),
+        ("results.svg", &svg),
+    ] {
         let p = dir.join(name);
         std::fs::write(&p, body).map_err(|e| format!("{}: {e}", p.display()))?;
     }
     println!();
     print!("{md}");
-    println!("\nbench: wrote {0}/results.md, {0}/results.json, {0}/results.svg ({total_wall:.0} s)", dir.display());
+    println!(
+        "\nbench: wrote {0}/results.md, {0}/results.json, {0}/results.svg ({total_wall:.0} s)",
+        dir.display()
+    );
     Ok(0)
 }
 
 fn short_label(r: &Row) -> String {
     let k = r.key.as_str();
-    if let Some((v, what)) = k.strip_prefix("linux.").and_then(|rest| rest.split_once('.')) {
+    if let Some((v, what)) = k
+        .strip_prefix("linux.")
+        .and_then(|rest| rest.split_once('.'))
+    {
         return format!("linux {v} cpu: {}", what.replace('_', " "));
     }
     let base = k.rsplit_once('.').map(|(b, _)| b).unwrap_or(k);
-    let base = base.replace("@nosstc", " (no Sstc)").replace("@2harts", " (2 harts)");
+    let base = base
+        .replace("@nosstc", " (no Sstc)")
+        .replace("@2harts", " (2 harts)");
     if k.starts_with("net.") {
         format!("{base} (Rivet only)")
     } else {
@@ -1703,7 +2091,11 @@ pub fn exits_excluding_console(d: &BTreeMap<String, i64>) -> i64 {
 }
 
 fn fmt_diff(d: &BTreeMap<String, i64>) -> String {
-    let v: Vec<String> = d.iter().filter(|(k, v)| **v != 0 && k.as_str() != "total").map(|(k, v)| format!("{k}{v:+}")).collect();
+    let v: Vec<String> = d
+        .iter()
+        .filter(|(k, v)| **v != 0 && k.as_str() != "total")
+        .map(|(k, v)| format!("{k}{v:+}"))
+        .collect();
     if v.is_empty() {
         "no change".into()
     } else {
@@ -1712,7 +2104,10 @@ fn fmt_diff(d: &BTreeMap<String, i64>) -> String {
 }
 
 fn fmt_profile(p: &BTreeMap<String, u64>) -> String {
-    p.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ")
+    p.iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 #[derive(Debug, Clone)]
@@ -1722,27 +2117,48 @@ struct Goal {
     met: Option<bool>,
 }
 
-fn goals(rows: &[Row], exits: &BTreeMap<String, f64>, detail: &BTreeMap<String, BTreeMap<String, i64>>) -> Vec<Goal> {
-    let rivet = |key: &str| rows.iter().find(|r| r.key == key).and_then(|r| r.rivet.as_ref()).map(|s| s.median);
+fn goals(
+    rows: &[Row],
+    exits: &BTreeMap<String, f64>,
+    detail: &BTreeMap<String, BTreeMap<String, i64>>,
+) -> Vec<Goal> {
+    let rivet = |key: &str| {
+        rows.iter()
+            .find(|r| r.key == key)
+            .and_then(|r| r.rivet.as_ref())
+            .map(|s| s.median)
+    };
     let ratio = |key: &str| rows.iter().find(|r| r.key == key).and_then(Row::ratio);
     let mut g = Vec::new();
     let v = rivet("sbi.null.instret");
     g.push(Goal {
         goal: "null SBI call ≤ 150 retired instructions (stretch 100)".into(),
-        value: v.map(|v| format!("{} instructions{}", fmt_num(v), if v <= 100.0 { " (stretch met)" } else { "" })).unwrap_or("n/a".into()),
+        value: v
+            .map(|v| {
+                format!(
+                    "{} instructions{}",
+                    fmt_num(v),
+                    if v <= 100.0 { " (stretch met)" } else { "" }
+                )
+            })
+            .unwrap_or("n/a".into()),
         met: v.map(|v| v <= 150.0),
     });
     let v = rivet("mmio.load.instret");
     g.push(Goal {
         goal: "emulated MMIO load ≤ 300 retired instructions".into(),
-        value: v.map(|v| format!("{} instructions", fmt_num(v))).unwrap_or("n/a".into()),
+        value: v
+            .map(|v| format!("{} instructions", fmt_num(v)))
+            .unwrap_or("n/a".into()),
         met: v.map(|v| v <= 300.0),
     });
     let e = exits.get("timer.sstc").copied();
     let d = detail.get("timer.sstc").map(fmt_diff).unwrap_or_default();
     g.push(Goal {
         goal: "Sstc timer interrupt with zero hypervisor exits".into(),
-        value: e.map(|e| format!("{e:.2} exits/interrupt ({d})")).unwrap_or("n/a (exit counting skipped)".into()),
+        value: e
+            .map(|e| format!("{e:.2} exits/interrupt ({d})"))
+            .unwrap_or("n/a (exit counting skipped)".into()),
         met: e.map(|e| e == 0.0),
     });
     for v in [1, 2] {
@@ -1754,11 +2170,18 @@ fn goals(rows: &[Row], exits: &BTreeMap<String, f64>, detail: &BTreeMap<String, 
             }
             if let Some(p) = row("pre_printk") {
                 if let (Some(n), Some(rv)) = (&p.native, &p.rivet) {
-                    let _ = write!(value, "; reset → kernel clock start: +{} ms", fmt_num(rv.median - n.median));
+                    let _ = write!(
+                        value,
+                        "; reset → kernel clock start: +{} ms",
+                        fmt_num(rv.median - n.median)
+                    );
                 }
             }
             g.push(Goal {
-                goal: format!("Linux boot to init ready ({v} CPU{}) within 1.10x native", if v > 1 { "s" } else { "" }),
+                goal: format!(
+                    "Linux boot to init ready ({v} CPU{}) within 1.10x native",
+                    if v > 1 { "s" } else { "" }
+                ),
                 value,
                 met: Some(r <= 1.10),
             });
@@ -1785,7 +2208,10 @@ fn markdown(
          run on 1 hart (Rivet: 1 vCPU on 1 hart) except the IPI, HSM and `2 harts` rows (2 vCPUs on 2 harts); Linux \
          runs with as many harts as vCPUs. Ratio = Rivet / native.\n"
     );
-    let _ = writeln!(s, "| benchmark | native | Rivet | ratio | unit | Rivet exits/iter | notes |");
+    let _ = writeln!(
+        s,
+        "| benchmark | native | Rivet | ratio | unit | Rivet exits/iter | notes |"
+    );
     let _ = writeln!(s, "| --- | ---: | ---: | ---: | --- | ---: | --- |");
     for r in rows {
         let _ = writeln!(
@@ -1796,19 +2222,32 @@ fn markdown(
             fmt_stats(&r.rivet),
             r.ratio().map(|x| format!("{x:.2}x")).unwrap_or("–".into()),
             r.unit,
-            r.exits_per_iter.map(|e| format!("{e:.2}")).unwrap_or("".into()),
+            r.exits_per_iter
+                .map(|e| format!("{e:.2}"))
+                .unwrap_or("".into()),
             r.note
         );
     }
     for (name, p) in profiles {
         let total = *p.get("total").unwrap_or(&0);
-        let _ = writeln!(s, "\n## Exit profile: {name} under Rivet, reset → `poweroff -f` (log level 4 run)\n");
+        let _ = writeln!(
+            s,
+            "\n## Exit profile: {name} under Rivet, reset → `poweroff -f` (log level 4 run)\n"
+        );
         let _ = writeln!(s, "| exit reason | count | share |");
         let _ = writeln!(s, "| --- | ---: | ---: |");
         let mut v: Vec<(&String, &u64)> = p.iter().filter(|(k, _)| k.as_str() != "total").collect();
         v.sort_by(|a, b| b.1.cmp(a.1));
         for (k, c) in v {
-            let _ = writeln!(s, "| {k} | {c} | {:.1}% |", if total > 0 { *c as f64 * 100.0 / total as f64 } else { 0.0 });
+            let _ = writeln!(
+                s,
+                "| {k} | {c} | {:.1}% |",
+                if total > 0 {
+                    *c as f64 * 100.0 / total as f64
+                } else {
+                    0.0
+                }
+            );
         }
         let _ = writeln!(s, "| **total** | {total} | |");
     }
@@ -1865,13 +2304,20 @@ fn json(
         s.push_str(if i + 1 < rows.len() { ",\n" } else { "\n" });
     }
     s.push_str("  ],\n  \"exit_profiles\": {");
-    let items: Vec<String> = profiles.iter().map(|(k, p)| format!("\n    {}: {}", json_str(k), json_map(p))).collect();
+    let items: Vec<String> = profiles
+        .iter()
+        .map(|(k, p)| format!("\n    {}: {}", json_str(k), json_map(p)))
+        .collect();
     s.push_str(&items.join(","));
     s.push_str("\n  },\n  \"exits_by_benchmark\": {");
     let items: Vec<String> = detail
         .iter()
         .map(|(k, d)| {
-            let inner: Vec<String> = d.iter().filter(|(_, v)| **v != 0).map(|(a, v)| format!("{}: {v}", json_str(a))).collect();
+            let inner: Vec<String> = d
+                .iter()
+                .filter(|(_, v)| **v != 0)
+                .map(|(a, v)| format!("{}: {v}", json_str(a)))
+                .collect();
             format!("\n    {}: {{{}}}", json_str(k), inner.join(", "))
         })
         .collect();
@@ -1890,7 +2336,10 @@ fn json(
         .collect();
     s.push_str(&items.join(","));
     s.push_str("\n  ],\n  \"notes\": [");
-    let items: Vec<String> = notes.iter().map(|n| format!("\n    {}", json_str(n))).collect();
+    let items: Vec<String> = notes
+        .iter()
+        .map(|n| format!("\n    {}", json_str(n)))
+        .collect();
     s.push_str(&items.join(","));
     s.push_str("\n  ]\n}\n");
     s
@@ -1902,14 +2351,22 @@ mod tests {
 
     #[test]
     fn bench_lines() {
-        let b = parse_bench_line("bench sbi.null iters=1000 instret_per_iter=308.0 ns_per_iter=308.5").unwrap();
+        let b =
+            parse_bench_line("bench sbi.null iters=1000 instret_per_iter=308.0 ns_per_iter=308.5")
+                .unwrap();
         assert_eq!(b.name, "sbi.null");
         assert_eq!(b.iters, 1000);
         assert_eq!(b.instret, Some(308.0));
         assert_eq!(b.ns, Some(308.5));
         assert_eq!(b.na, None);
-        let b = parse_bench_line("[vm0] bench hsm.start iters=100 instret_per_iter=n/a ns_per_iter=505038.0").unwrap();
-        assert_eq!((b.name.as_str(), b.instret, b.ns), ("hsm.start", None, Some(505038.0)));
+        let b = parse_bench_line(
+            "[vm0] bench hsm.start iters=100 instret_per_iter=n/a ns_per_iter=505038.0",
+        )
+        .unwrap();
+        assert_eq!(
+            (b.name.as_str(), b.instret, b.ns),
+            ("hsm.start", None, Some(505038.0))
+        );
         let b = parse_bench_line("bench trap.virtual n/a reason=hstatus-readable").unwrap();
         assert_eq!(b.na.as_deref(), Some("hstatus-readable"));
         assert!(parse_bench_line("bench: start timebase=10000000 vcpus=2 hart=0").is_none());
@@ -1920,7 +2377,10 @@ mod tests {
 
     #[test]
     fn printk_stamps() {
-        assert_eq!(parse_printk_stamp("[    0.094045] Run /init as init process"), Some(0.094045));
+        assert_eq!(
+            parse_printk_stamp("[    0.094045] Run /init as init process"),
+            Some(0.094045)
+        );
         assert_eq!(parse_printk_stamp("[   12.500000] x"), Some(12.5));
         assert_eq!(parse_printk_stamp("[rivet] INFO starting"), None);
         assert_eq!(parse_printk_stamp("no stamp"), None);
@@ -1970,7 +2430,10 @@ mod tests {
         assert!(stats(&[]).is_none());
         assert!(stats(&[f64::NAN]).is_none());
         assert_eq!(fmt_stats(&Some(stats(&[5.0, 5.0]).unwrap())), "5.00");
-        assert_eq!(fmt_stats(&Some(stats(&[100.0, 120.0, 110.0]).unwrap())), "110 (100–120)");
+        assert_eq!(
+            fmt_stats(&Some(stats(&[100.0, 120.0, 110.0]).unwrap())),
+            "110 (100–120)"
+        );
         assert_eq!(fmt_stats(&None), "n/a");
     }
 
@@ -1984,7 +2447,10 @@ mod tests {
             let text = &rest[..i];
             if let Some(a) = text.find('&') {
                 let ent = &text[a..];
-                if !["&amp;", "&lt;", "&gt;", "&quot;"].iter().any(|e| ent.starts_with(e)) {
+                if !["&amp;", "&lt;", "&gt;", "&quot;"]
+                    .iter()
+                    .any(|e| ent.starts_with(e))
+                {
                     return Err(format!("bad entity in {text:?}"));
                 }
             }
@@ -2024,9 +2490,21 @@ mod tests {
     #[test]
     fn svg_is_well_formed() {
         let rows = vec![
-            ChartRow { label: "sbi.null [instructions]".into(), native: Some(308.0), rivet: Some(120.0) },
-            ChartRow { label: "a <b> & \"c\"".into(), native: None, rivet: Some(5.0) },
-            ChartRow { label: "zero".into(), native: Some(0.0), rivet: Some(505038.0) },
+            ChartRow {
+                label: "sbi.null [instructions]".into(),
+                native: Some(308.0),
+                rivet: Some(120.0),
+            },
+            ChartRow {
+                label: "a <b> & \"c\"".into(),
+                native: None,
+                rivet: Some(5.0),
+            },
+            ChartRow {
+                label: "zero".into(),
+                native: Some(0.0),
+                rivet: Some(505038.0),
+            },
         ];
         let svg = svg_chart("title & <more>", &rows);
         assert!(svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""));
@@ -2052,13 +2530,25 @@ mod tests {
             note: String::new(),
         };
         let r = row("linux.2.init_ready", "ms guest time");
-        assert_eq!((short_label(&r), short_unit(&r.unit)), ("linux 2 cpu: init ready".into(), "ms".into()));
+        assert_eq!(
+            (short_label(&r), short_unit(&r.unit)),
+            ("linux 2 cpu: init ready".into(), "ms".into())
+        );
         let r = row("timer.sbi@nosstc.instret", "instructions deadline→handler");
-        assert_eq!((short_label(&r), short_unit(&r.unit)), ("timer.sbi (no Sstc)".into(), "instructions".into()));
+        assert_eq!(
+            (short_label(&r), short_unit(&r.unit)),
+            ("timer.sbi (no Sstc)".into(), "instructions".into())
+        );
         assert_eq!(short_unit("instructions/round trip"), "instructions");
         let r = row("net.tcp.mibs", "MiB/s guest time");
-        assert_eq!((short_label(&r), short_unit(&r.unit)), ("net.tcp (Rivet only)".into(), "MiB/s".into()));
-        assert_eq!(short_label(&row("io.probe.us", "µs guest time")), "io.probe");
+        assert_eq!(
+            (short_label(&r), short_unit(&r.unit)),
+            ("net.tcp (Rivet only)".into(), "MiB/s".into())
+        );
+        assert_eq!(
+            short_label(&row("io.probe.us", "µs guest time")),
+            "io.probe"
+        );
     }
 
     #[test]
@@ -2115,13 +2605,18 @@ mod tests {
     fn net_config_is_valid() {
         let dir = std::env::temp_dir();
         let text = net_config(&dir.join("Image"), &dir.join("initramfs.cpio"));
-        let cfg = rivet_config::parse(&text, &dir.join("net.toml")).map_err(|e| format!("{e:?}")).unwrap();
+        let cfg = rivet_config::parse(&text, &dir.join("net.toml"))
+            .map_err(|e| format!("{e:?}"))
+            .unwrap();
         assert_eq!(cfg.harts, 2);
         assert_eq!(cfg.vms.len(), 2);
         assert_eq!(cfg.vms[0].name, "alpha");
         assert!(cfg.vms[0].console && !cfg.vms[1].console);
         assert_eq!(cfg.vms[1].pin.as_deref(), Some(&[1u32][..]));
-        assert!(cfg.vms.iter().all(|v| v.nics.len() == 1 && v.nics[0].network == "lan"));
+        assert!(cfg
+            .vms
+            .iter()
+            .all(|v| v.nics.len() == 1 && v.nics[0].network == "lan"));
     }
 
     #[test]
@@ -2142,7 +2637,10 @@ mod tests {
         let lines: Vec<&str> = init.lines().collect();
         assert_eq!(lines[0], "#!/bin/busybox sh");
         assert!(lines[1].contains("init-start") && lines[1].contains("/rdtime"));
-        let ready = lines.iter().position(|l| l.starts_with("echo \"guest: init ready")).unwrap();
+        let ready = lines
+            .iter()
+            .position(|l| l.starts_with("echo \"guest: init ready"))
+            .unwrap();
         assert!(lines[ready - 1].contains("init-ready") && lines[ready - 1].contains("/rdtime"));
         let c = cpio_newc(&[("init", 0o100755, init.as_bytes())]);
         assert!(c.starts_with(b"070701"));
@@ -2152,6 +2650,9 @@ mod tests {
         let elf = rdtime_elf();
         assert_eq!(&elf[..4], b"\x7fELF");
         assert_eq!(elf.len(), 120 + 4 * RDTIME_CODE.len());
-        assert_eq!(u64::from_le_bytes(elf[24..32].try_into().unwrap()), 0x10000 + 120);
+        assert_eq!(
+            u64::from_le_bytes(elf[24..32].try_into().unwrap()),
+            0x10000 + 120
+        );
     }
 }

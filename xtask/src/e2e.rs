@@ -37,61 +37,207 @@ struct Case {
 
 fn cases() -> Vec<Case> {
     vec![
-        Case { name: "testkernel-suite", run: |n| testkernel_suite(n, RunOpts::default(), None) },
+        Case {
+            name: "testkernel-suite",
+            run: |n| testkernel_suite(n, RunOpts::default(), None),
+        },
         Case {
             name: "testkernel-suite-smp2-hosts",
-            run: |n| testkernel_suite(n, RunOpts { harts: 2, ..RunOpts::default() }, None),
+            run: |n| {
+                testkernel_suite(
+                    n,
+                    RunOpts {
+                        harts: 2,
+                        ..RunOpts::default()
+                    },
+                    None,
+                )
+            },
         },
         Case {
             name: "testkernel-suite-no-sstc",
-            run: |n| testkernel_suite(n, RunOpts { sstc: false, ..RunOpts::default() }, None),
+            run: |n| {
+                testkernel_suite(
+                    n,
+                    RunOpts {
+                        sstc: false,
+                        ..RunOpts::default()
+                    },
+                    None,
+                )
+            },
         },
         Case {
             name: "testkernel-suite-2vcpus",
-            run: |n| testkernel_suite(n, RunOpts { vcpus: 2, ..RunOpts::default() }, Some("hsm: hart_start runs vCPU 1")),
+            run: |n| {
+                testkernel_suite(
+                    n,
+                    RunOpts {
+                        vcpus: 2,
+                        ..RunOpts::default()
+                    },
+                    Some("hsm: hart_start runs vCPU 1"),
+                )
+            },
         },
         Case {
             name: "testkernel-suite-2vcpus-no-sstc",
             run: |n| {
-                testkernel_suite(n, RunOpts { vcpus: 2, sstc: false, harts: 2, ..RunOpts::default() }, Some("ipi: vCPU 1 interrupts vCPU 0"))
+                testkernel_suite(
+                    n,
+                    RunOpts {
+                        vcpus: 2,
+                        sstc: false,
+                        harts: 2,
+                        ..RunOpts::default()
+                    },
+                    Some("ipi: vCPU 1 interrupts vCPU 0"),
+                )
             },
         },
-        Case { name: "linux-shell", run: |n| linux_shell(n, RunOpts { guest: "linux".into(), ..RunOpts::default() }) },
+        Case {
+            name: "linux-shell",
+            run: |n| {
+                linux_shell(
+                    n,
+                    RunOpts {
+                        guest: "linux".into(),
+                        ..RunOpts::default()
+                    },
+                )
+            },
+        },
         Case {
             name: "linux-shell-no-sstc",
-            run: |n| linux_shell(n, RunOpts { guest: "linux".into(), sstc: false, ..RunOpts::default() }),
+            run: |n| {
+                linux_shell(
+                    n,
+                    RunOpts {
+                        guest: "linux".into(),
+                        sstc: false,
+                        ..RunOpts::default()
+                    },
+                )
+            },
         },
         Case {
             name: "linux-shell-2vcpus",
-            run: |n| linux_shell(n, RunOpts { guest: "linux".into(), vcpus: 2, ..RunOpts::default() }),
+            run: |n| {
+                linux_shell(
+                    n,
+                    RunOpts {
+                        guest: "linux".into(),
+                        vcpus: 2,
+                        ..RunOpts::default()
+                    },
+                )
+            },
         },
         Case {
             name: "linux-shell-2vcpus-no-sstc",
-            run: |n| linux_shell(n, RunOpts { guest: "linux".into(), vcpus: 2, sstc: false, ..RunOpts::default() }),
+            run: |n| {
+                linux_shell(
+                    n,
+                    RunOpts {
+                        guest: "linux".into(),
+                        vcpus: 2,
+                        sstc: false,
+                        ..RunOpts::default()
+                    },
+                )
+            },
         },
-        Case { name: "linux-reboot", run: linux_reboot },
-        Case { name: "linux-smp4-pinned", run: linux_smp4_pinned },
-        Case { name: "linux-4vcpus-on-2-harts", run: linux_oversubscribed },
-        Case { name: "multi-vm-consoles", run: multi_vm_consoles },
-        Case { name: "vm-crash-isolated", run: vm_crash_isolated },
-        Case { name: "hostile-guest-isolated", run: hostile_guest },
+        Case {
+            name: "linux-reboot",
+            run: linux_reboot,
+        },
+        Case {
+            name: "linux-smp4-pinned",
+            run: linux_smp4_pinned,
+        },
+        Case {
+            name: "linux-4vcpus-on-2-harts",
+            run: linux_oversubscribed,
+        },
+        Case {
+            name: "multi-vm-consoles",
+            run: multi_vm_consoles,
+        },
+        Case {
+            name: "vm-crash-isolated",
+            run: vm_crash_isolated,
+        },
+        Case {
+            name: "hostile-guest-isolated",
+            run: hostile_guest,
+        },
         Case {
             name: "hostile-guest-2vcpus-no-sstc",
-            run: |n| testkernel_suite_mode(n, RunOpts { vcpus: 2, harts: 2, sstc: false, append: Some("mode=hostile".into()), ..RunOpts::default() }),
+            run: |n| {
+                testkernel_suite_mode(
+                    n,
+                    RunOpts {
+                        vcpus: 2,
+                        harts: 2,
+                        sstc: false,
+                        append: Some("mode=hostile".into()),
+                        ..RunOpts::default()
+                    },
+                )
+            },
         },
-        Case { name: "config-errors-name-lines", run: config_errors },
-        Case { name: "virtio-blk-ext4-persists", run: virtio_blk_ext4 },
-        Case { name: "virtio-blk-windows-isolated", run: virtio_blk_windows },
-        Case { name: "virtio-blk-read-only", run: virtio_blk_read_only },
-        Case { name: "virtio-net-switch", run: virtio_net_switch },
-        Case { name: "virtio-net-uplink-host-forward", run: virtio_net_uplink },
-        Case { name: "virtio-fs-host-directory", run: virtio_fs_host_dir },
-        Case { name: "virtio-fs-two-vms-share", run: virtio_fs_two_vms },
-        Case { name: "soak-short", run: soak_short },
-        Case { name: "fuzz-smoke", run: |_| fuzz_smoke() },
-        Case { name: "crashing-guest-is-stopped", run: crashing_guest },
-        Case { name: "bad-image-is-refused", run: bad_image },
-        Case { name: "cpu-without-h-is-refused", run: no_h },
+        Case {
+            name: "config-errors-name-lines",
+            run: config_errors,
+        },
+        Case {
+            name: "virtio-blk-ext4-persists",
+            run: virtio_blk_ext4,
+        },
+        Case {
+            name: "virtio-blk-windows-isolated",
+            run: virtio_blk_windows,
+        },
+        Case {
+            name: "virtio-blk-read-only",
+            run: virtio_blk_read_only,
+        },
+        Case {
+            name: "virtio-net-switch",
+            run: virtio_net_switch,
+        },
+        Case {
+            name: "virtio-net-uplink-host-forward",
+            run: virtio_net_uplink,
+        },
+        Case {
+            name: "virtio-fs-host-directory",
+            run: virtio_fs_host_dir,
+        },
+        Case {
+            name: "virtio-fs-two-vms-share",
+            run: virtio_fs_two_vms,
+        },
+        Case {
+            name: "soak-short",
+            run: soak_short,
+        },
+        Case {
+            name: "fuzz-smoke",
+            run: |_| fuzz_smoke(),
+        },
+        Case {
+            name: "crashing-guest-is-stopped",
+            run: crashing_guest,
+        },
+        Case {
+            name: "bad-image-is-refused",
+            run: bad_image,
+        },
+        Case {
+            name: "cpu-without-h-is-refused",
+            run: no_h,
+        },
     ]
 }
 
@@ -107,13 +253,25 @@ fn start(name: &str, opts: &RunOpts) -> Result<Session, String> {
 }
 
 /// Runs `body`; on error appends the tail of the guest output.
-fn with_session(name: &str, opts: &RunOpts, body: impl FnOnce(&mut Session) -> Result<(), String>) -> Result<(), String> {
+fn with_session(
+    name: &str,
+    opts: &RunOpts,
+    body: impl FnOnce(&mut Session) -> Result<(), String>,
+) -> Result<(), String> {
     let mut s = start(name, opts)?;
     let r = body(&mut s);
     save_log(name, &s);
     r.map_err(|e| {
         let out = s.output();
-        let tail: String = out.lines().rev().take(25).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+        let tail: String = out
+            .lines()
+            .rev()
+            .take(25)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+            .join("\n");
         format!("{e}\n--- last output ---\n{tail}")
     })
 }
@@ -131,7 +289,10 @@ fn testkernel_suite(name: &str, opts: RunOpts, must_contain: Option<&str>) -> Re
         s.expect(" passed, ", T_BOOT)?;
         let st = s.wait_exit(T_BOOT)?;
         let out = s.output();
-        let summary = out.lines().find(|l| l.contains(" passed, ") && l.contains(" failed")).unwrap_or("");
+        let summary = out
+            .lines()
+            .find(|l| l.contains(" passed, ") && l.contains(" failed"))
+            .unwrap_or("");
         let (p, f) = parse_summary(summary).ok_or(format!("no summary line in {summary:?}"))?;
         if f != 0 || out.contains("not ok") {
             return Err(format!("guest suite reported failures: {summary}"));
@@ -146,7 +307,9 @@ fn testkernel_suite(name: &str, opts: RunOpts, must_contain: Option<&str>) -> Re
         }
         no_panic(s)?;
         if !st.success() {
-            return Err(format!("QEMU exited with {st} after a clean guest shutdown"));
+            return Err(format!(
+                "QEMU exited with {st} after a clean guest shutdown"
+            ));
         }
         Ok(())
     })
@@ -171,7 +334,9 @@ fn linux_shell(name: &str, opts: RunOpts) -> Result<(), String> {
         s.expect("Hello 42 World", T_CMD)?;
         // Markers are built by the shell ("" splits them in the echoed
         // command line), so a match means the command really ran.
-        s.send("cat /proc/cpuinfo; echo CPUS=$(grep -c ^processor /proc/cpuinfo) cpuinfo\"\"-done\n")?;
+        s.send(
+            "cat /proc/cpuinfo; echo CPUS=$(grep -c ^processor /proc/cpuinfo) cpuinfo\"\"-done\n",
+        )?;
         s.expect("isa", T_CMD)?;
         s.expect(&format!("CPUS={vcpus} cpuinfo-done"), T_CMD)?;
         s.send("ls /; echo ls\"\"-done\n")?;
@@ -188,7 +353,10 @@ fn linux_shell(name: &str, opts: RunOpts) -> Result<(), String> {
 }
 
 fn linux_reboot(name: &str) -> Result<(), String> {
-    let opts = linux_opts(RunOpts { guest: "linux".into(), ..RunOpts::default() });
+    let opts = linux_opts(RunOpts {
+        guest: "linux".into(),
+        ..RunOpts::default()
+    });
     with_session(name, &opts, |s| {
         s.expect("guest: init ready", T_LINUX)?;
         s.send("reboot -f\n")?;
@@ -230,7 +398,11 @@ fn linux_smp4_pinned(name: &str) -> Result<(), String> {
         let out = s.output();
         for cpu in 0..4 {
             let key = format!("USER_cpu{cpu}=");
-            let v = out.rsplit(&key).next().and_then(|t| t.split_whitespace().next()).and_then(|n| n.parse::<u64>().ok());
+            let v = out
+                .rsplit(&key)
+                .next()
+                .and_then(|t| t.split_whitespace().next())
+                .and_then(|n| n.parse::<u64>().ok());
             match v {
                 Some(n) if n > 0 => {}
                 other => return Err(format!("cpu{cpu} ran no user work ({other:?})")),
@@ -241,7 +413,14 @@ fn linux_smp4_pinned(name: &str) -> Result<(), String> {
 }
 
 fn linux_oversubscribed(name: &str) -> Result<(), String> {
-    let opts = RunOpts { guest: "linux".into(), vcpus: 4, harts: 2, icount: true, memory_mb: 512, ..RunOpts::default() };
+    let opts = RunOpts {
+        guest: "linux".into(),
+        vcpus: 4,
+        harts: 2,
+        icount: true,
+        memory_mb: 512,
+        ..RunOpts::default()
+    };
     with_session(name, &opts, |s| {
         s.expect("guest: init ready, 4 cpu(s)", T_LINUX)?;
         ask(s, "echo NPROC=$(nproc)", "NPROC=4")?;
@@ -272,7 +451,11 @@ fn write_e2e_file(name: &str, contents: impl AsRef<[u8]>) -> Result<PathBuf, Str
 }
 
 fn config_session(name: &str, config: &std::path::Path) -> Result<Session, String> {
-    let opts = RunOpts { config: Some(config.to_path_buf()), icount: true, ..RunOpts::default() };
+    let opts = RunOpts {
+        config: Some(config.to_path_buf()),
+        icount: true,
+        ..RunOpts::default()
+    };
     let m = crate::prepare(&opts, name)?;
     Session::spawn(m.command())
 }
@@ -281,7 +464,15 @@ fn finish(name: &str, s: &mut Session, r: Result<(), String>) -> Result<(), Stri
     save_log(name, s);
     r.map_err(|e| {
         let out = s.output();
-        let tail: String = out.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+        let tail: String = out
+            .lines()
+            .rev()
+            .take(30)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+            .join("\n");
         format!("{e}\n--- last output ---\n{tail}")
     })
 }
@@ -298,7 +489,10 @@ fn multi_vm_consoles(name: &str) -> Result<(), String> {
         let deadline = Instant::now() + T_LINUX;
         while booted < 2 && Instant::now() < deadline {
             let out = s.output();
-            booted = ["[web] guest: init ready", "[db] guest: init ready"].iter().filter(|p| out.contains(*p)).count();
+            booted = ["[web] guest: init ready", "[db] guest: init ready"]
+                .iter()
+                .filter(|p| out.contains(*p))
+                .count();
             std::thread::sleep(Duration::from_millis(200));
         }
         if booted < 2 {
@@ -332,7 +526,10 @@ fn testkernel_suite_mode(name: &str, opts: RunOpts) -> Result<(), String> {
         s.expect(" passed, ", T_BOOT)?;
         let st = s.wait_exit(T_BOOT)?;
         let out = s.output();
-        let summary = out.lines().find(|l| l.contains(" passed, ") && l.contains(" failed")).unwrap_or("");
+        let summary = out
+            .lines()
+            .find(|l| l.contains(" passed, ") && l.contains(" failed"))
+            .unwrap_or("");
         let (p, f) = parse_summary(summary).ok_or(format!("no summary in {summary:?}"))?;
         if f != 0 || p < 20 {
             return Err(format!("hostile suite: {summary}"));
@@ -354,24 +551,44 @@ fn hostile_guest(name: &str) -> Result<(), String> {
         s.expect("[hostile] hostile: hypervisor still answering", T_LINUX)?;
         s.expect("VM hostile stopped: guest requested shutdown", T_LINUX)?;
         let out = s.output();
-        let summary = out.lines().find(|l| l.starts_with("[hostile]") && l.contains(" passed, ")).unwrap_or("");
+        let summary = out
+            .lines()
+            .find(|l| l.starts_with("[hostile]") && l.contains(" passed, "))
+            .unwrap_or("");
         let (p, f) = parse_summary(summary).ok_or(format!("no hostile summary in {summary:?}"))?;
         if f != 0 || p < 50 {
             return Err(format!("hostile suite: {summary}"));
         }
         s.expect("[bystander] guest: init ready", T_LINUX)?;
-        ask(&mut s, "echo bystander $((6*7))", "[bystander] bystander 42")?;
+        ask(
+            &mut s,
+            "echo bystander $((6*7))",
+            "[bystander] bystander 42",
+        )?;
         // Rate limit: each kind of refusal at most once.
-        let warns: Vec<&str> = out.lines().filter(|l| l.contains("WARN") && l.contains("VM hostile")).collect();
+        let warns: Vec<&str> = out
+            .lines()
+            .filter(|l| l.contains("WARN") && l.contains("VM hostile"))
+            .collect();
         let mut kinds: Vec<String> = warns
             .iter()
-            .map(|l| l.split(':').nth(2).unwrap_or("").split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+            .map(|l| {
+                l.split(':')
+                    .nth(2)
+                    .unwrap_or("")
+                    .split_whitespace()
+                    .take(3)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
             .collect();
         let n = kinds.len();
         kinds.sort();
         kinds.dedup();
         if kinds.len() != n || n > 8 {
-            return Err(format!("refusals logged more than once per kind: {warns:#?}"));
+            return Err(format!(
+                "refusals logged more than once per kind: {warns:#?}"
+            ));
         }
         power_off(&mut s)
     })();
@@ -401,7 +618,10 @@ fn vm_crash_isolated(name: &str) -> Result<(), String> {
 fn host_tool(cmd: &mut Command) -> Result<String, String> {
     let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
     if !out.status.success() {
-        return Err(format!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr)));
+        return Err(format!(
+            "{cmd:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -410,7 +630,10 @@ fn host_tool(cmd: &mut Command) -> Result<String, String> {
 fn guest_md5(s: &Session, tag: &str) -> Option<String> {
     let out = s.output();
     let key = format!("MD5_{tag}=");
-    out.rsplit(&key).next().filter(|_| out.contains(&key)).map(|t| t.chars().take(32).collect())
+    out.rsplit(&key)
+        .next()
+        .filter(|_| out.contains(&key))
+        .map(|t| t.chars().take(32).collect())
 }
 
 /// An ext4 disk made on the host: the guest mounts it, writes a file and a
@@ -423,19 +646,36 @@ fn virtio_blk_ext4(name: &str) -> Result<(), String> {
     let _ = std::fs::remove_file(&img);
     std::fs::write(&img, vec![0u8; 64 << 20]).map_err(|e| e.to_string())?;
     host_tool(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&img))?;
-    let opts = RunOpts { guest: "linux".into(), disks: vec![(img.clone(), false)], icount: true, ..RunOpts::default() };
+    let opts = RunOpts {
+        guest: "linux".into(),
+        disks: vec![(img.clone(), false)],
+        icount: true,
+        ..RunOpts::default()
+    };
     let opts = linux_opts(opts);
     with_session(name, &opts, |s| {
         s.expect("guest: init ready", T_LINUX)?;
-        ask(s, "mkdir -p /mnt && mount -t ext4 /dev/vda /mnt && echo mounted\"\"-ok", "mounted-ok")?;
-        ask(s, "echo 'Hello from a Rivet guest' > /mnt/hello.txt && echo wrote\"\"-small", "wrote-small")?;
+        ask(
+            s,
+            "mkdir -p /mnt && mount -t ext4 /dev/vda /mnt && echo mounted\"\"-ok",
+            "mounted-ok",
+        )?;
+        ask(
+            s,
+            "echo 'Hello from a Rivet guest' > /mnt/hello.txt && echo wrote\"\"-small",
+            "wrote-small",
+        )?;
         ask(
             s,
             "dd if=/dev/urandom of=/mnt/big bs=64k count=64 2>/dev/null && echo MD5_BIG=$(md5sum /mnt/big | cut -c1-32)",
             "MD5_BIG=",
         )?;
         ask(s, "sync && umount /mnt && echo synced\"\"-ok", "synced-ok")?;
-        ask(s, "head -c 64 /dev/hwrng | od -An -tx1 | wc -l | sed 's/^/HWRNG_LINES=/'", "HWRNG_LINES=4")?;
+        ask(
+            s,
+            "head -c 64 /dev/hwrng | od -An -tx1 | wc -l | sed 's/^/HWRNG_LINES=/'",
+            "HWRNG_LINES=4",
+        )?;
         ask(s, "echo hvc\"\"-echo-ok > /dev/hvc0", "hvc-echo-ok")?;
         s.send("poweroff -f\n")?;
         let st = s.wait_exit(T_CMD)?;
@@ -445,24 +685,47 @@ fn virtio_blk_ext4(name: &str) -> Result<(), String> {
         no_panic(s)
     })?;
     let log = std::fs::read_to_string(dir.join(format!("{name}.log"))).unwrap_or_default();
-    let guest_big = log.rsplit("MD5_BIG=").next().map(|t| t.chars().take(32).collect::<String>()).unwrap_or_default();
-    let small = host_tool(Command::new("debugfs").args(["-R", "cat /hello.txt"]).arg(&img))?;
+    let guest_big = log
+        .rsplit("MD5_BIG=")
+        .next()
+        .map(|t| t.chars().take(32).collect::<String>())
+        .unwrap_or_default();
+    let small = host_tool(
+        Command::new("debugfs")
+            .args(["-R", "cat /hello.txt"])
+            .arg(&img),
+    )?;
     if !small.contains("Hello from a Rivet guest") {
         return Err(format!("host sees hello.txt as {small:?}"));
     }
     let dumped = dir.join("big.host");
     let _ = std::fs::remove_file(&dumped);
-    host_tool(Command::new("debugfs").arg("-R").arg(format!("dump /big {}", dumped.display())).arg(&img))?;
+    host_tool(
+        Command::new("debugfs")
+            .arg("-R")
+            .arg(format!("dump /big {}", dumped.display()))
+            .arg(&img),
+    )?;
     let host_md5 = host_tool(Command::new("md5sum").arg(&dumped))?;
     if guest_big.len() != 32 || !host_md5.starts_with(&guest_big) {
-        return Err(format!("big file differs: guest md5 {guest_big:?}, host {host_md5:?}"));
+        return Err(format!(
+            "big file differs: guest md5 {guest_big:?}, host {host_md5:?}"
+        ));
     }
     // Second boot reads both back.
     let name2 = format!("{name}-second-boot");
     with_session(&name2, &opts, |s| {
         s.expect("guest: init ready", T_LINUX)?;
-        ask(s, "mkdir -p /mnt && mount -t ext4 /dev/vda /mnt && cat /mnt/hello.txt", "Hello from a Rivet guest")?;
-        ask(s, "echo MD5_AGAIN=$(md5sum /mnt/big | cut -c1-32)", "MD5_AGAIN=")?;
+        ask(
+            s,
+            "mkdir -p /mnt && mount -t ext4 /dev/vda /mnt && cat /mnt/hello.txt",
+            "Hello from a Rivet guest",
+        )?;
+        ask(
+            s,
+            "echo MD5_AGAIN=$(md5sum /mnt/big | cut -c1-32)",
+            "MD5_AGAIN=",
+        )?;
         std::thread::sleep(Duration::from_millis(300));
         let again = guest_md5(s, "AGAIN").unwrap_or_default();
         if again != guest_big {
@@ -481,12 +744,25 @@ fn virtio_blk_ext4(name: &str) -> Result<(), String> {
 /// image is unchanged.
 fn virtio_blk_read_only(name: &str) -> Result<(), String> {
     let img = write_e2e_file("ro.img", vec![0x5au8; 4 << 20])?;
-    let opts = linux_opts(RunOpts { guest: "linux".into(), disks: vec![(img.clone(), true)], icount: true, ..RunOpts::default() });
+    let opts = linux_opts(RunOpts {
+        guest: "linux".into(),
+        disks: vec![(img.clone(), true)],
+        icount: true,
+        ..RunOpts::default()
+    });
     with_session(name, &opts, |s| {
         s.expect("guest: init ready", T_LINUX)?;
         ask(s, "echo RO=$(cat /sys/block/vda/ro)", "RO=1")?;
-        ask(s, "head -c 4 /dev/vda | od -An -tx1 | tr -d ' ' | sed 's/^/HEAD=/'", "HEAD=5a5a5a5a")?;
-        ask(s, "dd if=/dev/zero of=/dev/vda bs=512 count=1 2>/dev/null; echo WRITE_RC=$?", "WRITE_RC=1")?;
+        ask(
+            s,
+            "head -c 4 /dev/vda | od -An -tx1 | tr -d ' ' | sed 's/^/HEAD=/'",
+            "HEAD=5a5a5a5a",
+        )?;
+        ask(
+            s,
+            "dd if=/dev/zero of=/dev/vda bs=512 count=1 2>/dev/null; echo WRITE_RC=$?",
+            "WRITE_RC=1",
+        )?;
         power_off(s)
     })?;
     let data = std::fs::read(&img).map_err(|e| e.to_string())?;
@@ -515,25 +791,52 @@ fn virtio_blk_windows(name: &str) -> Result<(), String> {
     let mut s = config_session(name, &cfg)?;
     let r = (|| {
         let deadline = Instant::now() + T_LINUX;
-        while !(s.output().contains("[left] guest: init ready") && s.output().contains("[right] guest: init ready")) {
+        while !(s.output().contains("[left] guest: init ready")
+            && s.output().contains("[right] guest: init ready"))
+        {
             if Instant::now() > deadline {
                 return Err("VMs did not boot".to_string());
             }
             std::thread::sleep(Duration::from_millis(200));
         }
-        ask(&mut s, "echo SIZE=$(cat /sys/block/vda/size)", "[left] SIZE=32768")?;
-        ask(&mut s, "echo left-secret-data > /dev/vda && sync && echo left\"\"-wrote", "[left] left-wrote")?;
+        ask(
+            &mut s,
+            "echo SIZE=$(cat /sys/block/vda/size)",
+            "[left] SIZE=32768",
+        )?;
+        ask(
+            &mut s,
+            "echo left-secret-data > /dev/vda && sync && echo left\"\"-wrote",
+            "[left] left-wrote",
+        )?;
         s.send("\x01n")?;
         s.expect("console input -> VM 1", T_CMD)?;
-        ask(&mut s, "echo SIZE=$(cat /sys/block/vda/size)", "[right] SIZE=32768")?;
-        ask(&mut s, "echo RIGHT_SEES=$(head -c 16 /dev/vda | od -An -c | tr -d ' ')", "[right] RIGHT_SEES=")?;
+        ask(
+            &mut s,
+            "echo SIZE=$(cat /sys/block/vda/size)",
+            "[right] SIZE=32768",
+        )?;
+        ask(
+            &mut s,
+            "echo RIGHT_SEES=$(head -c 16 /dev/vda | od -An -c | tr -d ' ')",
+            "[right] RIGHT_SEES=",
+        )?;
         std::thread::sleep(Duration::from_millis(300));
         let out = s.output();
-        let seen = out.rsplit("RIGHT_SEES=").next().and_then(|t| t.lines().next()).unwrap_or("").to_string();
+        let seen = out
+            .rsplit("RIGHT_SEES=")
+            .next()
+            .and_then(|t| t.lines().next())
+            .unwrap_or("")
+            .to_string();
         if seen.contains("left") {
             return Err(format!("right VM read the left VM's data: {seen}"));
         }
-        ask(&mut s, "echo right-secret-data > /dev/vda && sync && echo right\"\"-wrote", "[right] right-wrote")?;
+        ask(
+            &mut s,
+            "echo right-secret-data > /dev/vda && sync && echo right\"\"-wrote",
+            "[right] right-wrote",
+        )?;
         ask(&mut s, "dd if=/dev/zero of=/dev/vda bs=512 seek=32768 count=1 2>&1 | tail -1; echo beyond\"\"-tried", "[right] beyond-tried")?;
         s.send("poweroff -f\n")?;
         s.expect("VM right stopped", T_CMD)?;
@@ -576,9 +879,16 @@ fn config_errors(_name: &str) -> Result<(), String> {
             Err(e) => e,
         };
         let expect = format!("{}{want}", path.display());
-        let found = err.lines().any(|l| l.contains(&expect) || (want == "overlap" && l.contains(&path.display().to_string()) && l.contains(want)));
+        let found = err.lines().any(|l| {
+            l.contains(&expect)
+                || (want == "overlap"
+                    && l.contains(&path.display().to_string())
+                    && l.contains(want))
+        });
         if !found {
-            return Err(format!("{tag}: expected an error containing {expect:?}, got:\n{err}"));
+            return Err(format!(
+                "{tag}: expected an error containing {expect:?}, got:\n{err}"
+            ));
         }
     }
     Ok(())
@@ -597,40 +907,79 @@ fn virtio_net_switch(name: &str) -> Result<(), String> {
             if console { "console = true\n" } else { "" }
         )
     };
-    let text = format!("[machine]\nharts = 2\n{}{}{}", vm("alpha", "lan", true), vm("beta", "lan", false), vm("gamma", "other", false));
+    let text = format!(
+        "[machine]\nharts = 2\n{}{}{}",
+        vm("alpha", "lan", true),
+        vm("beta", "lan", false),
+        vm("gamma", "other", false)
+    );
     std::fs::write(&cfg, text).map_err(|e| e.to_string())?;
     let mut s = config_session(name, &cfg)?;
     let r = (|| {
         let deadline = Instant::now() + T_LINUX;
-        while ["alpha", "beta", "gamma"].iter().any(|v| !s.output().contains(&format!("[{v}] guest: init ready"))) {
+        while ["alpha", "beta", "gamma"]
+            .iter()
+            .any(|v| !s.output().contains(&format!("[{v}] guest: init ready")))
+        {
             if Instant::now() > deadline {
                 return Err("VMs did not boot".to_string());
             }
             std::thread::sleep(Duration::from_millis(200));
         }
         // alpha: 10.0.0.1, listens for a file.
-        ask(&mut s, "ip addr add 10.0.0.1/24 dev eth0 && ip link set eth0 up && echo alpha\"\"-up", "[alpha] alpha-up")?;
+        ask(
+            &mut s,
+            "ip addr add 10.0.0.1/24 dev eth0 && ip link set eth0 up && echo alpha\"\"-up",
+            "[alpha] alpha-up",
+        )?;
         s.send("(nc -l -p 5000 < /dev/null > /tmp/recv; echo RECV_\"\"MD5=$(md5sum /tmp/recv | cut -c1-32)) &\n")?;
         // beta: 10.0.0.2, pings alpha and sends it a file.
         s.send("\x01n")?;
         s.expect("console input -> VM 1", T_CMD)?;
-        ask(&mut s, "ip addr add 10.0.0.2/24 dev eth0 && ip link set eth0 up && echo beta\"\"-up", "[beta] beta-up")?;
-        ask(&mut s, "ping -c 3 10.0.0.1 > /tmp/p; echo PINGS=$(grep -c 'bytes from' /tmp/p)", "[beta] PINGS=3")?;
+        ask(
+            &mut s,
+            "ip addr add 10.0.0.2/24 dev eth0 && ip link set eth0 up && echo beta\"\"-up",
+            "[beta] beta-up",
+        )?;
+        ask(
+            &mut s,
+            "ping -c 3 10.0.0.1 > /tmp/p; echo PINGS=$(grep -c 'bytes from' /tmp/p)",
+            "[beta] PINGS=3",
+        )?;
         ask(&mut s, "dd if=/dev/urandom of=/tmp/send bs=1k count=512 2>/dev/null; echo SENT_\"\"MD5=$(md5sum /tmp/send | cut -c1-32)", "SENT_MD5=")?;
-        ask(&mut s, "nc -w 3 10.0.0.1 5000 < /tmp/send; echo nc\"\"-done", "[beta] nc-done")?;
+        ask(
+            &mut s,
+            "nc -w 3 10.0.0.1 5000 < /tmp/send; echo nc\"\"-done",
+            "[beta] nc-done",
+        )?;
         s.expect("RECV_MD5=", T_CMD)?;
         std::thread::sleep(Duration::from_millis(500));
         let out = s.output();
-        let grab = |key: &str| out.rsplit(key).next().map(|t| t.chars().take(32).collect::<String>()).unwrap_or_default();
+        let grab = |key: &str| {
+            out.rsplit(key)
+                .next()
+                .map(|t| t.chars().take(32).collect::<String>())
+                .unwrap_or_default()
+        };
         let (sent, recv) = (grab("SENT_MD5="), grab("RECV_MD5="));
         if sent.len() != 32 || sent != recv {
-            return Err(format!("TCP transfer checksum mismatch: sent {sent:?}, received {recv:?}"));
+            return Err(format!(
+                "TCP transfer checksum mismatch: sent {sent:?}, received {recv:?}"
+            ));
         }
         // gamma, on another network, must not reach alpha.
         s.send("\x01n")?;
         s.expect("console input -> VM 2", T_CMD)?;
-        ask(&mut s, "ip addr add 10.0.0.3/24 dev eth0 && ip link set eth0 up && echo gamma\"\"-up", "[gamma] gamma-up")?;
-        ask(&mut s, "ping -c 2 -W 1 10.0.0.1 > /tmp/p; echo GAMMA_PINGS=$(grep -c 'bytes from' /tmp/p)", "[gamma] GAMMA_PINGS=0")?;
+        ask(
+            &mut s,
+            "ip addr add 10.0.0.3/24 dev eth0 && ip link set eth0 up && echo gamma\"\"-up",
+            "[gamma] gamma-up",
+        )?;
+        ask(
+            &mut s,
+            "ping -c 2 -W 1 10.0.0.1 > /tmp/p; echo GAMMA_PINGS=$(grep -c 'bytes from' /tmp/p)",
+            "[gamma] GAMMA_PINGS=0",
+        )?;
         // Per-port counters in the hypervisor console.
         s.send("\x01l")?;
         s.expect("switch ports:", T_CMD)?;
@@ -653,7 +1002,10 @@ fn virtio_net_switch(name: &str) -> Result<(), String> {
 /// ways.
 fn virtio_net_uplink(name: &str) -> Result<(), String> {
     use std::io::{Read, Write};
-    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| e.to_string())?.port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| e.to_string())?
+        .port();
     let cfg = write_e2e_file(
         "uplink.toml",
         format!(
@@ -663,15 +1015,28 @@ fn virtio_net_uplink(name: &str) -> Result<(), String> {
     let mut s = config_session(name, &cfg)?;
     let r = (|| {
         s.expect("guest: init ready", T_LINUX)?;
-        ask(&mut s, "ip addr add 10.0.2.15/24 dev eth0 && ip link set eth0 up && echo up\"\"-ok", "up-ok")?;
-        ask(&mut s, "ping -c 2 10.0.2.2 > /tmp/p; echo GW=$(grep -c 'bytes from' /tmp/p)", "GW=2")?;
+        ask(
+            &mut s,
+            "ip addr add 10.0.2.15/24 dev eth0 && ip link set eth0 up && echo up\"\"-ok",
+            "up-ok",
+        )?;
+        ask(
+            &mut s,
+            "ping -c 2 10.0.2.2 > /tmp/p; echo GW=$(grep -c 'bytes from' /tmp/p)",
+            "GW=2",
+        )?;
         s.send("(echo guest-says-hello | nc -l -p 8080 > /tmp/got; echo GOT=$(cat /tmp/got)) &\n")?;
         std::thread::sleep(Duration::from_secs(2));
-        let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect 127.0.0.1:{port}: {e}"))?;
-        conn.set_read_timeout(Some(Duration::from_secs(20))).map_err(|e| e.to_string())?;
-        conn.write_all(b"host-says-hello\n").map_err(|e| e.to_string())?;
+        let mut conn = std::net::TcpStream::connect(("127.0.0.1", port))
+            .map_err(|e| format!("connect 127.0.0.1:{port}: {e}"))?;
+        conn.set_read_timeout(Some(Duration::from_secs(20)))
+            .map_err(|e| e.to_string())?;
+        conn.write_all(b"host-says-hello\n")
+            .map_err(|e| e.to_string())?;
         let mut buf = [0u8; 64];
-        let n = conn.read(&mut buf).map_err(|e| format!("read from guest: {e}"))?;
+        let n = conn
+            .read(&mut buf)
+            .map_err(|e| format!("read from guest: {e}"))?;
         let got = String::from_utf8_lossy(&buf[..n]).to_string();
         if got.trim() != "guest-says-hello" {
             return Err(format!("host received {got:?}"));
@@ -724,14 +1089,32 @@ fn fs_vm(name: &str, tag: &str, share: &std::path::Path, console: bool) -> Strin
 fn virtio_fs_host_dir(name: &str) -> Result<(), String> {
     let share = fresh_share("share-one")?;
     let big_md5 = md5_hex(&share.join("big.bin"))?;
-    let cfg = write_e2e_file("fs-one.toml", format!("[machine]\nharts = 1\n{}", fs_vm("fsvm", "host", &share, true)))?;
+    let cfg = write_e2e_file(
+        "fs-one.toml",
+        format!(
+            "[machine]\nharts = 1\n{}",
+            fs_vm("fsvm", "host", &share, true)
+        ),
+    )?;
     let mut s = config_session(name, &cfg)?;
     let r = (|| {
         s.expect("guest: init ready", T_LINUX)?;
-        ask(&mut s, "mkdir -p /mnt && mount -t virtiofs host /mnt && echo mount\"\"-ok", "mount-ok")?;
-        ask(&mut s, "ls /mnt | tr '\\n' ' ' | sed 's/^/LS=/'; echo", "LS=big.bin doomed.txt hello.txt old-name.txt")?;
+        ask(
+            &mut s,
+            "mkdir -p /mnt && mount -t virtiofs host /mnt && echo mount\"\"-ok",
+            "mount-ok",
+        )?;
+        ask(
+            &mut s,
+            "ls /mnt | tr '\\n' ' ' | sed 's/^/LS=/'; echo",
+            "LS=big.bin doomed.txt hello.txt old-name.txt",
+        )?;
         ask(&mut s, "cat /mnt/hello.txt", "hello from the host")?;
-        ask(&mut s, "echo BIG=$(md5sum /mnt/big.bin | cut -c1-32)", &format!("BIG={big_md5}"))?;
+        ask(
+            &mut s,
+            "echo BIG=$(md5sum /mnt/big.bin | cut -c1-32)",
+            &format!("BIG={big_md5}"),
+        )?;
         ask(
             &mut s,
             "mkdir /mnt/newdir && echo written-by-guest > /mnt/newdir/note.txt && mv /mnt/old-name.txt /mnt/new-name.txt && rm /mnt/doomed.txt && sync && echo changes\"\"-done",
@@ -753,7 +1136,9 @@ fn virtio_fs_host_dir(name: &str) -> Result<(), String> {
     if note != "written-by-guest\n" || md5_hex(&share.join("big.bin"))? != big_md5 {
         return Err(format!("host file contents wrong: note {note:?}"));
     }
-    if std::fs::read_to_string(share.join("new-name.txt")).map_err(|e| e.to_string())? != "rename me\n" {
+    if std::fs::read_to_string(share.join("new-name.txt")).map_err(|e| e.to_string())?
+        != "rename me\n"
+    {
         return Err("renamed file lost its contents".into());
     }
     Ok(())
@@ -764,12 +1149,18 @@ fn virtio_fs_two_vms(name: &str) -> Result<(), String> {
     let share = fresh_share("share-two")?;
     let cfg = write_e2e_file(
         "fs-two.toml",
-        format!("[machine]\nharts = 2\n{}{}", fs_vm("left", "shared", &share, true), fs_vm("right", "shared", &share, false)),
+        format!(
+            "[machine]\nharts = 2\n{}{}",
+            fs_vm("left", "shared", &share, true),
+            fs_vm("right", "shared", &share, false)
+        ),
     )?;
     let mut s = config_session(name, &cfg)?;
     let r = (|| {
         let deadline = Instant::now() + T_LINUX;
-        while !(s.output().contains("[left] guest: init ready") && s.output().contains("[right] guest: init ready")) {
+        while !(s.output().contains("[left] guest: init ready")
+            && s.output().contains("[right] guest: init ready"))
+        {
             if Instant::now() > deadline {
                 return Err("VMs did not boot".to_string());
             }
@@ -778,8 +1169,16 @@ fn virtio_fs_two_vms(name: &str) -> Result<(), String> {
         ask(&mut s, "mkdir -p /mnt && mount -t virtiofs shared /mnt && echo from-left > /mnt/left.txt && echo left\"\"-wrote", "[left] left-wrote")?;
         s.send("\x01n")?;
         s.expect("console input -> VM 1", T_CMD)?;
-        ask(&mut s, "mkdir -p /mnt && mount -t virtiofs shared /mnt && cat /mnt/left.txt", "[right] from-left")?;
-        ask(&mut s, "echo from-right > /mnt/right.txt && echo right\"\"-wrote", "[right] right-wrote")?;
+        ask(
+            &mut s,
+            "mkdir -p /mnt && mount -t virtiofs shared /mnt && cat /mnt/left.txt",
+            "[right] from-left",
+        )?;
+        ask(
+            &mut s,
+            "echo from-right > /mnt/right.txt && echo right\"\"-wrote",
+            "[right] right-wrote",
+        )?;
         s.send("\x010")?;
         s.expect("console input -> VM 0", T_CMD)?;
         ask(&mut s, "cat /mnt/right.txt", "[left] from-right")?;
@@ -797,7 +1196,10 @@ fn virtio_fs_two_vms(name: &str) -> Result<(), String> {
 /// CI's fuzz smoke run: every target for a few seconds plus every kept
 /// regression input.
 fn fuzz_smoke() -> Result<(), String> {
-    let args: Vec<String> = ["--smoke", "--seconds", "8"].iter().map(|s| s.to_string()).collect();
+    let args: Vec<String> = ["--smoke", "--seconds", "8"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     match crate::fuzz::fuzz(&args)? {
         0 => Ok(()),
         _ => Err("a fuzz target failed (see the output above)".into()),
@@ -809,7 +1211,10 @@ fn soak_short(name: &str) -> Result<(), String> {
     let r = crate::soak::run_soak(0.5, name)?;
     crate::soak::report(&r);
     if r.mismatches != 0 || !r.errors.is_empty() {
-        return Err(format!("{} mismatches, errors: {:?}", r.mismatches, r.errors));
+        return Err(format!(
+            "{} mismatches, errors: {:?}",
+            r.mismatches, r.errors
+        ));
     }
     if r.rounds < 2 {
         return Err(format!("only {} rounds completed", r.rounds));
@@ -818,10 +1223,16 @@ fn soak_short(name: &str) -> Result<(), String> {
 }
 
 fn crashing_guest(name: &str) -> Result<(), String> {
-    let opts = RunOpts { append: Some("mode=crash".into()), ..RunOpts::default() };
+    let opts = RunOpts {
+        append: Some("mode=crash".into()),
+        ..RunOpts::default()
+    };
     with_session(name, &opts, |s| {
         s.expect("crash test: jumping", T_BOOT)?;
-        s.expect("guest crashed: vcpu 0 pc=0x40000000 cause=20 (instruction guest-page fault)", T_BOOT)?;
+        s.expect(
+            "guest crashed: vcpu 0 pc=0x40000000 cause=20 (instruction guest-page fault)",
+            T_BOOT,
+        )?;
         s.expect("all VMs stopped; powering off (a VM failed)", T_BOOT)?;
         let st = s.wait_exit(T_BOOT)?;
         no_panic(s)?;
@@ -835,7 +1246,10 @@ fn crashing_guest(name: &str) -> Result<(), String> {
 fn bad_image(name: &str) -> Result<(), String> {
     let bogus = images::out_dir().join("not-an-image.bin");
     std::fs::write(&bogus, vec![0x13u8; 4096]).map_err(|e| e.to_string())?;
-    let opts = RunOpts { kernel: Some(bogus), ..RunOpts::default() };
+    let opts = RunOpts {
+        kernel: Some(bogus),
+        ..RunOpts::default()
+    };
     with_session(name, &opts, |s| {
         s.expect("not started: not a RISC-V Linux Image", T_BOOT)?;
         s.expect("no VM could be started", T_BOOT)?;
@@ -869,15 +1283,28 @@ fn parse_summary(line: &str) -> Option<(u64, u64)> {
     let words: Vec<&str> = line.split_whitespace().collect();
     let p = words.iter().position(|w| w.starts_with("passed"))?;
     let f = words.iter().position(|w| w.starts_with("failed"))?;
-    Some((words.get(p.checked_sub(1)?)?.parse().ok()?, words.get(f.checked_sub(1)?)?.parse().ok()?))
+    Some((
+        words.get(p.checked_sub(1)?)?.parse().ok()?,
+        words.get(f.checked_sub(1)?)?.parse().ok()?,
+    ))
 }
 
 /// The no-panic lints (`#![deny(clippy::unwrap_used, ...)]` in each crate
 /// that handles guest input) only bite when clippy runs: CI runs it here.
 fn clippy_guest_crates() -> Result<(), String> {
     const CRATES: &[&str] = &[
-        "rivet-guest-mem", "rivet-gstage", "rivet-insn", "rivet-sbi", "rivet-vplic", "rivet-uart16550",
-        "rivet-devtree", "rivet-bundle", "rivet-loader", "rivet-frame-alloc", "rivet-virtio", "rivet-vswitch",
+        "rivet-guest-mem",
+        "rivet-gstage",
+        "rivet-insn",
+        "rivet-sbi",
+        "rivet-vplic",
+        "rivet-uart16550",
+        "rivet-devtree",
+        "rivet-bundle",
+        "rivet-loader",
+        "rivet-frame-alloc",
+        "rivet-virtio",
+        "rivet-vswitch",
     ];
     let mut cmd = Command::new(env!("CARGO"));
     cmd.current_dir(images::root()).args(["clippy", "--lib"]);
@@ -885,7 +1312,9 @@ fn clippy_guest_crates() -> Result<(), String> {
         cmd.args(["-p", c]);
     }
     cmd.args(["--", "-D", "warnings"]);
-    let out = cmd.output().map_err(|e| format!("cannot run cargo clippy: {e}"))?;
+    let out = cmd
+        .output()
+        .map_err(|e| format!("cannot run cargo clippy: {e}"))?;
     if out.status.success() {
         Ok(())
     } else {
@@ -897,7 +1326,14 @@ fn clippy_guest_crates() -> Result<(), String> {
 fn unit_tests() -> Result<(u64, u64), String> {
     let out = Command::new(env!("CARGO"))
         .current_dir(images::root())
-        .args(["test", "--workspace", "--exclude", "rivet-hv", "--exclude", "rivet-testkernel"])
+        .args([
+            "test",
+            "--workspace",
+            "--exclude",
+            "rivet-hv",
+            "--exclude",
+            "rivet-testkernel",
+        ])
         .output()
         .map_err(|e| format!("cannot run cargo test: {e}"))?;
     let text = String::from_utf8_lossy(&out.stdout);
@@ -905,7 +1341,10 @@ fn unit_tests() -> Result<(u64, u64), String> {
     print!("{text}");
     let (mut p, mut f) = (0, 0);
     for l in text.lines().filter(|l| l.starts_with("test result:")) {
-        let nums: Vec<u64> = l.split(|c: char| !c.is_ascii_digit()).filter_map(|w| w.parse().ok()).collect();
+        let nums: Vec<u64> = l
+            .split(|c: char| !c.is_ascii_digit())
+            .filter_map(|w| w.parse().ok())
+            .collect();
         if nums.len() >= 2 {
             p += nums[0];
             f += nums[1];
@@ -959,7 +1398,11 @@ pub fn test(args: &[String]) -> Result<u8, String> {
                 }
                 Err(e) => {
                     failed += 1;
-                    println!("e2e {} ... FAILED ({:.1}s)\n{e}", c.name, t.elapsed().as_secs_f64());
+                    println!(
+                        "e2e {} ... FAILED ({:.1}s)\n{e}",
+                        c.name,
+                        t.elapsed().as_secs_f64()
+                    );
                 }
             }
         }

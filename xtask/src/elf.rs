@@ -39,8 +39,16 @@ pub fn to_flat_binary(elf: &[u8]) -> Result<Vec<u8>, String> {
         let data = elf.get(offset..offset + filesz).ok_or_else(bad)?;
         segs.push((paddr, data));
     }
-    let base = segs.iter().map(|s| s.0).min().ok_or("no loadable segment")?;
-    let end = segs.iter().map(|s| s.0 + s.1.len() as u64).max().unwrap_or(base);
+    let base = segs
+        .iter()
+        .map(|s| s.0)
+        .min()
+        .ok_or("no loadable segment")?;
+    let end = segs
+        .iter()
+        .map(|s| s.0 + s.1.len() as u64)
+        .max()
+        .unwrap_or(base);
     let mut out = vec![0u8; (end - base) as usize];
     for (paddr, data) in segs {
         let o = (paddr - base) as usize;
@@ -70,7 +78,10 @@ mod tests {
         e[56..58].copy_from_slice(&2u16.to_le_bytes());
         let data_off = e.len() as u64;
         e.extend_from_slice(b"AAAABB");
-        for (i, (off, paddr, len)) in [(data_off, 0x1000u64, 4u64), (data_off + 4, 0x1008, 2)].iter().enumerate() {
+        for (i, (off, paddr, len)) in [(data_off, 0x1000u64, 4u64), (data_off + 4, 0x1008, 2)]
+            .iter()
+            .enumerate()
+        {
             let p = 64 + i * 56;
             e[p..p + 4].copy_from_slice(&1u32.to_le_bytes());
             e[p + 8..p + 16].copy_from_slice(&off.to_le_bytes());

@@ -114,11 +114,22 @@ pub fn build_linux(opts: &LinuxBuildOpts) -> Result<LinuxImages, String> {
     let build = build_dir();
     fs::create_dir_all(&build).map_err(|e| format!("cannot create {}: {e}", build.display()))?;
     let fragment_file = fragment_path();
-    let fragment = fs::read(&fragment_file).map_err(|e| format!("kernel config fragment {}: {e}", fragment_file.display()))?;
+    let fragment = fs::read(&fragment_file)
+        .map_err(|e| format!("kernel config fragment {}: {e}", fragment_file.display()))?;
     let init_file = init_path();
-    let init = fs::read(&init_file).map_err(|e| format!("init script {}: {e}", init_file.display()))?;
-    let jobs = if opts.jobs == 0 { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) } else { opts.jobs };
-    let images = LinuxImages { image: out.join(IMAGE_NAME), initramfs: out.join(INITRAMFS_NAME) };
+    let init =
+        fs::read(&init_file).map_err(|e| format!("init script {}: {e}", init_file.display()))?;
+    let jobs = if opts.jobs == 0 {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    } else {
+        opts.jobs
+    };
+    let images = LinuxImages {
+        image: out.join(IMAGE_NAME),
+        initramfs: out.join(INITRAMFS_NAME),
+    };
     let started = Instant::now();
     let mut tools_checked = false;
 
@@ -131,7 +142,12 @@ pub fn build_linux(opts: &LinuxBuildOpts) -> Result<LinuxImages, String> {
         Some(t) => format!("tree:{}", t.display()),
         None => format!("debian:{LINUX_SOURCE_PKG}"),
     };
-    let kernel_key = input_key(&[RECIPE.as_bytes(), b"kernel", source_id.as_bytes(), &fragment]);
+    let kernel_key = input_key(&[
+        RECIPE.as_bytes(),
+        b"kernel",
+        source_id.as_bytes(),
+        &fragment,
+    ]);
     let kernel_stamp = stamp_path(&images.image);
     // A tree of one's own always goes through make (an incremental build):
     // its sources may have changed since the last build.
@@ -141,8 +157,15 @@ pub fn build_linux(opts: &LinuxBuildOpts) -> Result<LinuxImages, String> {
         let t = Instant::now();
         let built = match &tree {
             Some(src) => {
-                let obj = build.join(format!("linux-tree-{}", &input_key(&[src.to_string_lossy().as_bytes()])[..8]));
-                eprintln!("xtask: [linux] building your kernel tree {} (out of tree, in {})", src.display(), obj.display());
+                let obj = build.join(format!(
+                    "linux-tree-{}",
+                    &input_key(&[src.to_string_lossy().as_bytes()])[..8]
+                ));
+                eprintln!(
+                    "xtask: [linux] building your kernel tree {} (out of tree, in {})",
+                    src.display(),
+                    obj.display()
+                );
                 build_kernel(src, &obj, &fragment_file, jobs)?
             }
             None => {
@@ -153,14 +176,26 @@ pub fn build_linux(opts: &LinuxBuildOpts) -> Result<LinuxImages, String> {
         };
         install(&built, &images.image)?;
         write_stamp(&kernel_stamp, &kernel_key)?;
-        eprintln!("xtask: [linux] kernel ready: {} (in {})", images.image.display(), fmt_duration(t.elapsed()));
+        eprintln!(
+            "xtask: [linux] kernel ready: {} (in {})",
+            images.image.display(),
+            fmt_duration(t.elapsed())
+        );
     } else {
-        eprintln!("xtask: [linux] kernel up to date: {}", images.image.display());
+        eprintln!(
+            "xtask: [linux] kernel up to date: {}",
+            images.image.display()
+        );
     }
 
     // Initramfs.
     let busybox_desc = format!("{BUSYBOX_CONFIG:?}");
-    let initramfs_key = input_key(&[RECIPE.as_bytes(), b"initramfs", busybox_desc.as_bytes(), &init]);
+    let initramfs_key = input_key(&[
+        RECIPE.as_bytes(),
+        b"initramfs",
+        busybox_desc.as_bytes(),
+        &init,
+    ]);
     let initramfs_stamp = stamp_path(&images.initramfs);
     if opts.force || !up_to_date(&images.initramfs, &initramfs_stamp, &initramfs_key) {
         if !tools_checked {
@@ -172,12 +207,22 @@ pub fn build_linux(opts: &LinuxBuildOpts) -> Result<LinuxImages, String> {
         let rootfs = install_busybox(&src)?;
         pack_initramfs(&rootfs, &init, &images.initramfs)?;
         write_stamp(&initramfs_stamp, &initramfs_key)?;
-        eprintln!("xtask: [busybox] initramfs ready: {} (in {})", images.initramfs.display(), fmt_duration(t.elapsed()));
+        eprintln!(
+            "xtask: [busybox] initramfs ready: {} (in {})",
+            images.initramfs.display(),
+            fmt_duration(t.elapsed())
+        );
     } else {
-        eprintln!("xtask: [busybox] initramfs up to date: {}", images.initramfs.display());
+        eprintln!(
+            "xtask: [busybox] initramfs up to date: {}",
+            images.initramfs.display()
+        );
     }
     if started.elapsed() > Duration::from_secs(5) {
-        eprintln!("xtask: Linux guest built in {}", fmt_duration(started.elapsed()));
+        eprintln!(
+            "xtask: Linux guest built in {}",
+            fmt_duration(started.elapsed())
+        );
     }
     Ok(images)
 }
@@ -187,11 +232,20 @@ pub fn build_linux(opts: &LinuxBuildOpts) -> Result<LinuxImages, String> {
 // root, otherwise stop with the exact command to run).
 
 fn have(cmd: &str) -> bool {
-    Command::new("sh").arg("-c").arg(format!("command -v {cmd} >/dev/null 2>&1")).status().map(|s| s.success()).unwrap_or(false)
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {cmd} >/dev/null 2>&1"))
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
 }
 
 fn is_root() -> bool {
-    Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false)
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
 }
 
 /// The cross compiler, kernel build tools and Debian source tooling.
@@ -208,8 +262,18 @@ fn ensure_tools() -> Result<(), String> {
         ("dpkg-source", "dpkg-dev"),
     ])?;
     // Packages without a command of their own: known by a file they ship.
-    let by_file = [("/usr/riscv64-linux-gnu/include/stdio.h", "libc6-dev-riscv64-cross"), ("/usr/include/stdio.h", "libc6-dev")];
-    let missing: Vec<&str> = by_file.iter().filter(|(f, _)| !Path::new(f).exists()).map(|(_, p)| *p).collect();
+    let by_file = [
+        (
+            "/usr/riscv64-linux-gnu/include/stdio.h",
+            "libc6-dev-riscv64-cross",
+        ),
+        ("/usr/include/stdio.h", "libc6-dev"),
+    ];
+    let missing: Vec<&str> = by_file
+        .iter()
+        .filter(|(f, _)| !Path::new(f).exists())
+        .map(|(_, p)| *p)
+        .collect();
     if !missing.is_empty() {
         apt_install(&missing, false)?;
     }
@@ -221,31 +285,54 @@ fn ensure_tools() -> Result<(), String> {
 /// their dependencies from wherever apt prefers); otherwise an error with
 /// the commands to run by hand.
 fn apt_install(packages: &[&str], backports: bool) -> Result<(), String> {
-    let names: Vec<String> = packages.iter().map(|p| if backports { format!("{p}/bookworm-backports") } else { p.to_string() }).collect();
+    let names: Vec<String> = packages
+        .iter()
+        .map(|p| {
+            if backports {
+                format!("{p}/bookworm-backports")
+            } else {
+                p.to_string()
+            }
+        })
+        .collect();
     let manual = format!(
         "{}apt-get update && apt-get install -y --no-install-recommends {}",
-        if backports && !backports_configured() { format!("echo '{BACKPORTS_LINE}' > {BACKPORTS_LIST} && ") } else { String::new() },
+        if backports && !backports_configured() {
+            format!("echo '{BACKPORTS_LINE}' > {BACKPORTS_LIST} && ")
+        } else {
+            String::new()
+        },
         names.join(" ")
     );
     if !is_root() || !have("apt-get") {
-        return Err(format!("missing host packages {packages:?}; install them as root with:\n    {manual}"));
+        return Err(format!(
+            "missing host packages {packages:?}; install them as root with:\n    {manual}"
+        ));
     }
     if backports && !backports_configured() {
-        fs::write(BACKPORTS_LIST, format!("{BACKPORTS_LINE}\n")).map_err(|e| format!("cannot write {BACKPORTS_LIST}: {e}; run:\n    {manual}"))?;
+        fs::write(BACKPORTS_LIST, format!("{BACKPORTS_LINE}\n"))
+            .map_err(|e| format!("cannot write {BACKPORTS_LIST}: {e}; run:\n    {manual}"))?;
         eprintln!("xtask: added the bookworm-backports apt source ({BACKPORTS_LIST})");
     }
     let log = build_dir().join("apt.log");
     apt_update(&log).map_err(|e| format!("{e}\nor run:\n    {manual}"))?;
-    eprintln!("xtask: installing {} (apt-get install --no-install-recommends {})", packages.join(" "), names.join(" "));
+    eprintln!(
+        "xtask: installing {} (apt-get install --no-install-recommends {})",
+        packages.join(" "),
+        names.join(" ")
+    );
     let mut c = Command::new("apt-get");
-    c.env("DEBIAN_FRONTEND", "noninteractive").args(["install", "-y", "-q", "--no-install-recommends"]).args(&names);
+    c.env("DEBIAN_FRONTEND", "noninteractive")
+        .args(["install", "-y", "-q", "--no-install-recommends"])
+        .args(&names);
     run_logged("apt-get install", c, &log, None).map_err(|e| format!("{e}\nor run:\n    {manual}"))
 }
 
 fn apt_update(log: &Path) -> Result<(), String> {
     eprintln!("xtask: updating package lists (apt-get update)");
     let mut c = Command::new("apt-get");
-    c.env("DEBIAN_FRONTEND", "noninteractive").args(["update", "-q"]);
+    c.env("DEBIAN_FRONTEND", "noninteractive")
+        .args(["update", "-q"]);
     run_logged("apt-get update", c, log, None)
 }
 
@@ -253,8 +340,11 @@ fn apt_update(log: &Path) -> Result<(), String> {
 fn apt_source_files() -> Vec<PathBuf> {
     let mut files = vec![PathBuf::from("/etc/apt/sources.list")];
     if let Ok(rd) = fs::read_dir("/etc/apt/sources.list.d") {
-        let mut more: Vec<PathBuf> =
-            rd.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "list" || x == "sources")).collect();
+        let mut more: Vec<PathBuf> = rd
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "list" || x == "sources"))
+            .collect();
         more.sort();
         files.extend(more);
     }
@@ -262,7 +352,9 @@ fn apt_source_files() -> Vec<PathBuf> {
 }
 
 fn backports_configured() -> bool {
-    apt_source_files().iter().any(|f| fs::read_to_string(f).is_ok_and(|t| t.contains("bookworm-backports")))
+    apt_source_files()
+        .iter()
+        .any(|f| fs::read_to_string(f).is_ok_and(|t| t.contains("bookworm-backports")))
 }
 
 /// Whether an apt source text (one-line `.list` or deb822 `.sources`) has
@@ -271,7 +363,10 @@ fn has_deb_src(text: &str) -> bool {
     text.lines().map(str::trim).any(|l| {
         l.starts_with("deb-src ")
             || l.starts_with("deb-src\t")
-            || (l.starts_with("Types:") && l["Types:".len()..].split_whitespace().any(|t| t == "deb-src"))
+            || (l.starts_with("Types:")
+                && l["Types:".len()..]
+                    .split_whitespace()
+                    .any(|t| t == "deb-src"))
     })
 }
 
@@ -282,7 +377,9 @@ fn has_deb_src(text: &str) -> bool {
 fn bookworm_entry(text: &str) -> Option<(String, Option<String>)> {
     // One-line entries: deb [opt=value ...] URI SUITE COMPONENT...
     for l in text.lines().map(str::trim) {
-        let Some(rest) = l.strip_prefix("deb ").or_else(|| l.strip_prefix("deb\t")) else { continue };
+        let Some(rest) = l.strip_prefix("deb ").or_else(|| l.strip_prefix("deb\t")) else {
+            continue;
+        };
         let rest = rest.trim_start();
         let (opts, rest) = match rest.strip_prefix('[').and_then(|r| r.split_once(']')) {
             Some((o, r)) => (o, r),
@@ -290,7 +387,10 @@ fn bookworm_entry(text: &str) -> Option<(String, Option<String>)> {
         };
         let words: Vec<&str> = rest.split_whitespace().collect();
         if words.len() >= 3 && words[1] == "bookworm" && words[2..].contains(&"main") {
-            let signed_by = opts.split_whitespace().find_map(|o| o.strip_prefix("signed-by=")).map(str::to_string);
+            let signed_by = opts
+                .split_whitespace()
+                .find_map(|o| o.strip_prefix("signed-by="))
+                .map(str::to_string);
             return Some((words[0].to_string(), signed_by));
         }
     }
@@ -299,10 +399,13 @@ fn bookworm_entry(text: &str) -> Option<(String, Option<String>)> {
         let field = |name: &str| {
             stanza.lines().find_map(|l| {
                 let (k, v) = l.split_once(':')?;
-                (!l.starts_with([' ', '\t', '#']) && k.trim().eq_ignore_ascii_case(name)).then(|| v.trim().to_string())
+                (!l.starts_with([' ', '\t', '#']) && k.trim().eq_ignore_ascii_case(name))
+                    .then(|| v.trim().to_string())
             })
         };
-        let has = |name: &str, word: &str| field(name).is_some_and(|v| v.split_whitespace().any(|w| w == word));
+        let has = |name: &str, word: &str| {
+            field(name).is_some_and(|v| v.split_whitespace().any(|w| w == word))
+        };
         if has("Types", "deb") && has("Suites", "bookworm") && has("Components", "main") {
             let uri = field("URIs")?.split_whitespace().next()?.to_string();
             // A path, not an inline key block.
@@ -325,16 +428,26 @@ fn deb_src_line(entry: Option<(String, Option<String>)>) -> String {
 /// mirror and keyring as the configured `deb` entry) when there is none.
 fn ensure_deb_src() -> Result<(), String> {
     let files = apt_source_files();
-    if files.iter().any(|f| fs::read_to_string(f).is_ok_and(|t| has_deb_src(&t))) {
+    if files
+        .iter()
+        .any(|f| fs::read_to_string(f).is_ok_and(|t| has_deb_src(&t)))
+    {
         return Ok(());
     }
-    let line = deb_src_line(files.iter().find_map(|f| bookworm_entry(&fs::read_to_string(f).ok()?)));
+    let line = deb_src_line(
+        files
+            .iter()
+            .find_map(|f| bookworm_entry(&fs::read_to_string(f).ok()?)),
+    );
     let manual = format!("echo '{line}' > {DEB_SRC_LIST} && apt-get update");
     if !is_root() || !have("apt-get") {
         return Err(format!("apt has no deb-src source, needed for `apt-get source busybox`; as root run:\n    {manual}"));
     }
-    fs::write(DEB_SRC_LIST, format!("{line}\n")).map_err(|e| format!("cannot write {DEB_SRC_LIST}: {e}; run:\n    {manual}"))?;
-    eprintln!("xtask: added a deb-src apt source for Debian's source packages ({DEB_SRC_LIST}: {line})");
+    fs::write(DEB_SRC_LIST, format!("{line}\n"))
+        .map_err(|e| format!("cannot write {DEB_SRC_LIST}: {e}; run:\n    {manual}"))?;
+    eprintln!(
+        "xtask: added a deb-src apt source for Debian's source packages ({DEB_SRC_LIST}: {line})"
+    );
     if let Err(e) = apt_update(&build_dir().join("apt.log")) {
         // Never leave apt unable to read its sources.
         let _ = fs::remove_file(DEB_SRC_LIST);
@@ -349,12 +462,23 @@ fn ensure_deb_src() -> Result<(), String> {
 /// Runs `cmd` with its output appended to `log`. With `progress`, says
 /// every minute that the step is still running. On failure the error names
 /// the log and quotes its last lines.
-fn run_logged(what: &str, mut cmd: Command, log: &Path, progress: Option<&str>) -> Result<(), String> {
-    let mut f = fs::OpenOptions::new().create(true).append(true).open(log).map_err(|e| format!("cannot open {}: {e}", log.display()))?;
+fn run_logged(
+    what: &str,
+    mut cmd: Command,
+    log: &Path,
+    progress: Option<&str>,
+) -> Result<(), String> {
+    let mut f = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(|e| format!("cannot open {}: {e}", log.display()))?;
     let _ = writeln!(f, "\n$ {}", command_line(&cmd));
     let out = f.try_clone().map_err(|e| e.to_string())?;
     cmd.stdin(Stdio::null()).stdout(out).stderr(f);
-    let mut child = cmd.spawn().map_err(|e| format!("{what}: cannot run `{}`: {e}", command_line(&cmd)))?;
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("{what}: cannot run `{}`: {e}", command_line(&cmd)))?;
     let started = Instant::now();
     let mut next_note = Duration::from_secs(60);
     let status = loop {
@@ -365,7 +489,11 @@ fn run_logged(what: &str, mut cmd: Command, log: &Path, progress: Option<&str>) 
         }
         if let Some(p) = progress {
             if started.elapsed() >= next_note {
-                eprintln!("xtask: {p}: still running, {} so far (output in {})", fmt_duration(started.elapsed()), log.display());
+                eprintln!(
+                    "xtask: {p}: still running, {} so far (output in {})",
+                    fmt_duration(started.elapsed()),
+                    log.display()
+                );
                 next_note += Duration::from_secs(60);
             }
         }
@@ -374,17 +502,31 @@ fn run_logged(what: &str, mut cmd: Command, log: &Path, progress: Option<&str>) 
     if status.success() {
         return Ok(());
     }
-    Err(format!("{what} failed ({status}); the full output is in {}; its last lines:\n{}", log.display(), log_tail(log, 30)))
+    Err(format!(
+        "{what} failed ({status}); the full output is in {}; its last lines:\n{}",
+        log.display(),
+        log_tail(log, 30)
+    ))
 }
 
 fn command_line(cmd: &Command) -> String {
-    std::iter::once(cmd.get_program()).chain(cmd.get_args()).map(|a| a.to_string_lossy().into_owned()).collect::<Vec<_>>().join(" ")
+    std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn log_tail(log: &Path, n: usize) -> String {
-    let text = fs::read(log).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+    let text = fs::read(log)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].iter().map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n")
+    lines[lines.len().saturating_sub(n)..]
+        .iter()
+        .map(|l| format!("    {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Starts a step's log afresh, so its tail is about this build.
@@ -398,10 +540,22 @@ fn fresh_log(name: &str) -> Result<PathBuf, String> {
 fn make_command(dir: &Path) -> Command {
     let mut c = Command::new("make");
     c.current_dir(dir);
-    for v in ["MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES", "ARCH", "CROSS_COMPILE", "KCONFIG_CONFIG", "KBUILD_OUTPUT", "O"] {
+    for v in [
+        "MAKEFLAGS",
+        "MFLAGS",
+        "MAKELEVEL",
+        "MAKEOVERRIDES",
+        "ARCH",
+        "CROSS_COMPILE",
+        "KCONFIG_CONFIG",
+        "KBUILD_OUTPUT",
+        "O",
+    ] {
         c.env_remove(v);
     }
-    c.env("KBUILD_BUILD_USER", "rivet").env("KBUILD_BUILD_HOST", "rivet").env("LC_ALL", "C");
+    c.env("KBUILD_BUILD_USER", "rivet")
+        .env("KBUILD_BUILD_HOST", "rivet")
+        .env("LC_ALL", "C");
     c
 }
 
@@ -426,8 +580,10 @@ fn remove_dir(dir: &Path) -> Result<(), String> {
 /// written.
 fn install(from: &Path, to: &Path) -> Result<(), String> {
     let tmp = to.with_extension("tmp");
-    fs::copy(from, &tmp).map_err(|e| format!("cannot copy {} to {}: {e}", from.display(), tmp.display()))?;
-    fs::rename(&tmp, to).map_err(|e| format!("cannot rename {} to {}: {e}", tmp.display(), to.display()))
+    fs::copy(from, &tmp)
+        .map_err(|e| format!("cannot copy {} to {}: {e}", from.display(), tmp.display()))?;
+    fs::rename(&tmp, to)
+        .map_err(|e| format!("cannot rename {} to {}: {e}", tmp.display(), to.display()))
 }
 
 // ---------------------------------------------------------------------------
@@ -451,7 +607,10 @@ fn input_key(parts: &[&[u8]]) -> String {
 }
 
 fn stamp_path(output: &Path) -> PathBuf {
-    let name = output.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = output
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     output.with_file_name(format!(".{name}.stamp"))
 }
 
@@ -462,15 +621,21 @@ fn up_to_date(output: &Path, stamp: &Path, key: &str) -> bool {
 }
 
 fn write_stamp(stamp: &Path, key: &str) -> Result<(), String> {
-    fs::write(stamp, format!("{key}\n")).map_err(|e| format!("cannot write {}: {e}", stamp.display()))
+    fs::write(stamp, format!("{key}\n"))
+        .map_err(|e| format!("cannot write {}: {e}", stamp.display()))
 }
 
 // ---------------------------------------------------------------------------
 // Kernel.
 
 fn check_kernel_tree(tree: &Path) -> Result<PathBuf, String> {
-    let t = tree.canonicalize().map_err(|e| format!("kernel tree {}: {e}", tree.display()))?;
-    if !t.join("Makefile").is_file() || !t.join("arch/riscv").is_dir() || !t.join("scripts/kconfig/merge_config.sh").is_file() {
+    let t = tree
+        .canonicalize()
+        .map_err(|e| format!("kernel tree {}: {e}", tree.display()))?;
+    if !t.join("Makefile").is_file()
+        || !t.join("arch/riscv").is_dir()
+        || !t.join("scripts/kconfig/merge_config.sh").is_file()
+    {
         return Err(format!("{} is not a Linux source tree with RISC-V support (no Makefile, arch/riscv or scripts/kconfig)", t.display()));
     }
     Ok(t)
@@ -492,7 +657,9 @@ fn ensure_linux_source() -> Result<PathBuf, String> {
             apt_install(&[LINUX_SOURCE_PKG], false)?;
         }
         if !tarball.is_file() {
-            return Err(format!("{LINUX_SOURCE_PKG} is installed but {LINUX_TARBALL} is missing"));
+            return Err(format!(
+                "{LINUX_SOURCE_PKG} is installed but {LINUX_TARBALL} is missing"
+            ));
         }
     }
     Ok(tarball)
@@ -504,10 +671,17 @@ fn extract_linux(tarball: &Path) -> Result<PathBuf, String> {
     let build = build_dir();
     let dir = build.join("linux-6.12");
     let meta = fs::metadata(tarball).map_err(|e| format!("{}: {e}", tarball.display()))?;
-    let mtime = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_secs()).unwrap_or(0);
+    let mtime = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     let ident = format!("{} {} {}\n", tarball.display(), meta.len(), mtime);
     let marker = ".rivet-source";
-    if dir.join("Makefile").is_file() && fs::read_to_string(dir.join(marker)).is_ok_and(|m| m == ident) {
+    if dir.join("Makefile").is_file()
+        && fs::read_to_string(dir.join(marker)).is_ok_and(|m| m == ident)
+    {
         return Ok(dir);
     }
     eprintln!("xtask: [linux] extracting {} ...", tarball.display());
@@ -521,11 +695,24 @@ fn extract_linux(tarball: &Path) -> Result<PathBuf, String> {
     fs::create_dir_all(&tmp).map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
     let log = fresh_log("linux-extract.log")?;
     let mut c = Command::new("tar");
-    c.arg("-xJf").arg(tarball).arg("-C").arg(&tmp).args(["--strip-components=1", "--no-same-owner"]);
-    run_logged("[linux] extracting the kernel source", c, &log, Some("[linux] extracting"))?;
+    c.arg("-xJf")
+        .arg(tarball)
+        .arg("-C")
+        .arg(&tmp)
+        .args(["--strip-components=1", "--no-same-owner"]);
+    run_logged(
+        "[linux] extracting the kernel source",
+        c,
+        &log,
+        Some("[linux] extracting"),
+    )?;
     fs::write(tmp.join(marker), &ident).map_err(|e| e.to_string())?;
-    fs::rename(&tmp, &dir).map_err(|e| format!("cannot rename {} to {}: {e}", tmp.display(), dir.display()))?;
-    eprintln!("xtask: [linux]   extracted in {}", fmt_duration(t.elapsed()));
+    fs::rename(&tmp, &dir)
+        .map_err(|e| format!("cannot rename {} to {}: {e}", tmp.display(), dir.display()))?;
+    eprintln!(
+        "xtask: [linux]   extracted in {}",
+        fmt_duration(t.elapsed())
+    );
     Ok(dir)
 }
 
@@ -535,21 +722,49 @@ fn build_kernel(src: &Path, obj: &Path, fragment: &Path, jobs: usize) -> Result<
     fs::create_dir_all(obj).map_err(|e| format!("cannot create {}: {e}", obj.display()))?;
     let kmake = |args: &[&str]| {
         let mut c = make_command(src);
-        c.arg(format!("O={}", obj.display())).arg(format!("ARCH={ARCH}")).arg(format!("CROSS_COMPILE={CROSS_COMPILE}")).args(args);
+        c.arg(format!("O={}", obj.display()))
+            .arg(format!("ARCH={ARCH}"))
+            .arg(format!("CROSS_COMPILE={CROSS_COMPILE}"))
+            .args(args);
         c
     };
 
-    eprintln!("xtask: [linux] configuring (tinyconfig + {})...", fragment.display());
+    eprintln!(
+        "xtask: [linux] configuring (tinyconfig + {})...",
+        fragment.display()
+    );
     let t = Instant::now();
     let log = fresh_log("linux-config.log")?;
-    run_logged("[linux] make tinyconfig", kmake(&["tinyconfig"]), &log, None)?;
+    run_logged(
+        "[linux] make tinyconfig",
+        kmake(&["tinyconfig"]),
+        &log,
+        None,
+    )?;
     let mut merge = Command::new(src.join("scripts/kconfig/merge_config.sh"));
-    merge.current_dir(src).env_remove("KCONFIG_CONFIG").arg("-m").arg("-O").arg(obj).arg(obj.join(".config")).arg(fragment);
+    merge
+        .current_dir(src)
+        .env_remove("KCONFIG_CONFIG")
+        .arg("-m")
+        .arg("-O")
+        .arg(obj)
+        .arg(obj.join(".config"))
+        .arg(fragment);
     run_logged("[linux] merging the config fragment", merge, &log, None)?;
-    run_logged("[linux] make olddefconfig", kmake(&["olddefconfig"]), &log, None)?;
+    run_logged(
+        "[linux] make olddefconfig",
+        kmake(&["olddefconfig"]),
+        &log,
+        None,
+    )?;
     let config_file = obj.join(".config");
-    let config = fs::read_to_string(&config_file).map_err(|e| format!("{}: {e}", config_file.display()))?;
-    let lost: Vec<&str> = REQUIRED_KCONFIG.iter().copied().filter(|opt| !config.lines().any(|l| l.trim() == *opt)).collect();
+    let config =
+        fs::read_to_string(&config_file).map_err(|e| format!("{}: {e}", config_file.display()))?;
+    let lost: Vec<&str> = REQUIRED_KCONFIG
+        .iter()
+        .copied()
+        .filter(|opt| !config.lines().any(|l| l.trim() == *opt))
+        .collect();
     if !lost.is_empty() {
         return Err(format!(
             "the kernel config lacks options the guest needs: {}\n(their dependencies are probably not met; see {} and {})",
@@ -558,24 +773,40 @@ fn build_kernel(src: &Path, obj: &Path, fragment: &Path, jobs: usize) -> Result<
             log.display()
         ));
     }
-    let fragment_text = fs::read_to_string(fragment).map_err(|e| format!("{}: {e}", fragment.display()))?;
+    let fragment_text =
+        fs::read_to_string(fragment).map_err(|e| format!("{}: {e}", fragment.display()))?;
     let changed = fragment_mismatches(&fragment_text, &config);
     if !changed.is_empty() {
         eprintln!("xtask: [linux] note: olddefconfig did not keep these fragment options (missing dependencies?): {}", changed.join(", "));
     }
-    eprintln!("xtask: [linux]   configured in {}", fmt_duration(t.elapsed()));
+    eprintln!(
+        "xtask: [linux]   configured in {}",
+        fmt_duration(t.elapsed())
+    );
 
     eprintln!("xtask: [linux] compiling with -j{jobs} (this takes ~4 minutes on 2 idle cores, longer on a busy machine)...");
     let t = Instant::now();
     let log = fresh_log("linux-compile.log")?;
-    run_logged("[linux] make Image", kmake(&[&format!("-j{jobs}"), "Image"]), &log, Some("[linux] compiling"))?;
+    run_logged(
+        "[linux] make Image",
+        kmake(&[&format!("-j{jobs}"), "Image"]),
+        &log,
+        Some("[linux] compiling"),
+    )?;
     let image = obj.join("arch/riscv/boot/Image");
     let head = fs::read(&image).map_err(|e| format!("{}: {e}", image.display()))?;
     // The RISC-V Image header: magic2 "RSC\x05" at offset 56.
     if head.get(56..60) != Some(b"RSC\x05".as_slice()) {
-        return Err(format!("{} is not a RISC-V Linux Image (no RSC\\x05 magic)", image.display()));
+        return Err(format!(
+            "{} is not a RISC-V Linux Image (no RSC\\x05 magic)",
+            image.display()
+        ));
     }
-    eprintln!("xtask: [linux]   compiled in {} ({} KiB)", fmt_duration(t.elapsed()), head.len() / 1024);
+    eprintln!(
+        "xtask: [linux]   compiled in {} ({} KiB)",
+        fmt_duration(t.elapsed()),
+        head.len() / 1024
+    );
     Ok(image)
 }
 
@@ -598,13 +829,18 @@ fn kconfig_value<'a>(config: &'a str, sym: &str) -> Option<&'a str> {
 fn fragment_mismatches(fragment: &str, config: &str) -> Vec<String> {
     let mut out = Vec::new();
     for l in fragment.lines().map(str::trim) {
-        let (sym, want) = if let Some((s, v)) = l.split_once('=').filter(|_| l.starts_with("CONFIG_")) {
-            (s, v)
-        } else if let Some(s) = l.strip_prefix("# ").and_then(|r| r.strip_suffix(" is not set")).filter(|s| s.starts_with("CONFIG_")) {
-            (s, "n")
-        } else {
-            continue;
-        };
+        let (sym, want) =
+            if let Some((s, v)) = l.split_once('=').filter(|_| l.starts_with("CONFIG_")) {
+                (s, v)
+            } else if let Some(s) = l
+                .strip_prefix("# ")
+                .and_then(|r| r.strip_suffix(" is not set"))
+                .filter(|s| s.starts_with("CONFIG_"))
+            {
+                (s, "n")
+            } else {
+                continue;
+            };
         let have = kconfig_value(config, sym).unwrap_or("n");
         if have != want {
             out.push(format!("{sym}={want} (got {have})"));
@@ -645,9 +881,16 @@ fn busybox_source() -> Result<PathBuf, String> {
         apt_update(&log)?;
         run_logged("[busybox] apt-get source busybox", fetch(), &log, None)?;
     }
-    let dir = find_busybox_dir(&root).ok_or(format!("apt-get source busybox left no busybox-*/ tree in {}", root.display()))?;
+    let dir = find_busybox_dir(&root).ok_or(format!(
+        "apt-get source busybox left no busybox-*/ tree in {}",
+        root.display()
+    ))?;
     fs::write(&marker, "").map_err(|e| e.to_string())?;
-    eprintln!("xtask: [busybox]   fetched {} in {}", dir.display(), fmt_duration(t.elapsed()));
+    eprintln!(
+        "xtask: [busybox]   fetched {} in {}",
+        dir.display(),
+        fmt_duration(t.elapsed())
+    );
     Ok(dir)
 }
 
@@ -656,7 +899,12 @@ fn find_busybox_dir(root: &Path) -> Option<PathBuf> {
         .ok()?
         .flatten()
         .map(|e| e.path())
-        .filter(|p| p.is_dir() && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("busybox-")) && p.join("Makefile").is_file())
+        .filter(|p| {
+            p.is_dir()
+                && p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("busybox-"))
+                && p.join("Makefile").is_file()
+        })
         .collect();
     dirs.sort();
     dirs.pop()
@@ -665,8 +913,16 @@ fn find_busybox_dir(root: &Path) -> Option<PathBuf> {
 /// `make defconfig` + BUSYBOX_CONFIG, then a static cross build, unless
 /// the binary was already built that way.
 fn build_busybox(src: &Path, jobs: usize, force: bool) -> Result<(), String> {
-    let name = src.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let key = input_key(&[RECIPE.as_bytes(), b"busybox", name.as_bytes(), format!("{BUSYBOX_CONFIG:?}").as_bytes()]);
+    let name = src
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let key = input_key(&[
+        RECIPE.as_bytes(),
+        b"busybox",
+        name.as_bytes(),
+        format!("{BUSYBOX_CONFIG:?}").as_bytes(),
+    ]);
     let stamp = build_dir().join(".busybox.stamp");
     let binary = src.join("busybox");
     if !force && up_to_date(&binary, &stamp, &key) {
@@ -680,33 +936,55 @@ fn build_busybox(src: &Path, jobs: usize, force: bool) -> Result<(), String> {
 
     eprintln!("xtask: [busybox] configuring (defconfig, static, no tc)...");
     let log = fresh_log("busybox-config.log")?;
-    run_logged("[busybox] make defconfig", bmake(&["defconfig"]), &log, None)?;
+    run_logged(
+        "[busybox] make defconfig",
+        bmake(&["defconfig"]),
+        &log,
+        None,
+    )?;
     let config_file = src.join(".config");
-    let config = fs::read_to_string(&config_file).map_err(|e| format!("{}: {e}", config_file.display()))?;
-    fs::write(&config_file, set_kconfig(&config, BUSYBOX_CONFIG)).map_err(|e| format!("{}: {e}", config_file.display()))?;
+    let config =
+        fs::read_to_string(&config_file).map_err(|e| format!("{}: {e}", config_file.display()))?;
+    fs::write(&config_file, set_kconfig(&config, BUSYBOX_CONFIG))
+        .map_err(|e| format!("{}: {e}", config_file.display()))?;
     // Settle dependent options; answers any question with its default.
     let mut old = Command::new("sh");
-    old.current_dir(src).arg("-c").arg(format!("yes '' | make CROSS_COMPILE={CROSS_COMPILE} oldconfig"));
+    old.current_dir(src).arg("-c").arg(format!(
+        "yes '' | make CROSS_COMPILE={CROSS_COMPILE} oldconfig"
+    ));
     for v in ["MAKEFLAGS", "MFLAGS", "MAKELEVEL"] {
         old.env_remove(v);
     }
     run_logged("[busybox] make oldconfig", old, &log, None)?;
-    let config = fs::read_to_string(&config_file).map_err(|e| format!("{}: {e}", config_file.display()))?;
+    let config =
+        fs::read_to_string(&config_file).map_err(|e| format!("{}: {e}", config_file.display()))?;
     for (sym, want) in BUSYBOX_CONFIG {
         let have = kconfig_value(&config, sym).unwrap_or("n");
         if have != want.unwrap_or("n") {
-            return Err(format!("busybox config: {sym} is {have}, want {} (see {})", want.unwrap_or("n"), config_file.display()));
+            return Err(format!(
+                "busybox config: {sym} is {have}, want {} (see {})",
+                want.unwrap_or("n"),
+                config_file.display()
+            ));
         }
     }
 
     eprintln!("xtask: [busybox] compiling with -j{jobs} (about 1 minute on 2 idle cores)...");
     let t = Instant::now();
     let log = fresh_log("busybox-compile.log")?;
-    run_logged("[busybox] make", bmake(&[&format!("-j{jobs}")]), &log, Some("[busybox] compiling"))?;
+    run_logged(
+        "[busybox] make",
+        bmake(&[&format!("-j{jobs}")]),
+        &log,
+        Some("[busybox] compiling"),
+    )?;
     let elf = fs::read(&binary).map_err(|e| format!("{}: {e}", binary.display()))?;
     check_static_riscv64(&elf).map_err(|e| format!("{}: {e}", binary.display()))?;
     write_stamp(&stamp, &key)?;
-    eprintln!("xtask: [busybox]   compiled in {}", fmt_duration(t.elapsed()));
+    eprintln!(
+        "xtask: [busybox]   compiled in {}",
+        fmt_duration(t.elapsed())
+    );
     Ok(())
 }
 
@@ -722,7 +1000,8 @@ fn set_kconfig(config: &str, changes: &[(&str, Option<&str>)]) -> String {
     for l in config.lines() {
         let t = l.trim();
         let hit = changes.iter().position(|(sym, _)| {
-            t.strip_prefix(sym).is_some_and(|r| r.starts_with('=')) || t.strip_prefix("# ").and_then(|r| r.strip_prefix(sym)) == Some(" is not set")
+            t.strip_prefix(sym).is_some_and(|r| r.starts_with('='))
+                || t.strip_prefix("# ").and_then(|r| r.strip_prefix(sym)) == Some(" is not set")
         });
         match hit {
             Some(i) => {
@@ -745,8 +1024,14 @@ fn set_kconfig(config: &str, changes: &[(&str, Option<&str>)]) -> String {
 /// An ELF64 little-endian RISC-V executable without a program interpreter.
 fn check_static_riscv64(elf: &[u8]) -> Result<(), String> {
     let u16_at = |o: usize| elf.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
-    let u32_at = |o: usize| elf.get(o..o + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
-    let u64_at = |o: usize| elf.get(o..o + 8).map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])));
+    let u32_at = |o: usize| {
+        elf.get(o..o + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let u64_at = |o: usize| {
+        elf.get(o..o + 8)
+            .map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
+    };
     if elf.get(0..6) != Some(b"\x7fELF\x02\x01".as_slice()) {
         return Err("not a little-endian ELF64 file".into());
     }
@@ -759,7 +1044,9 @@ fn check_static_riscv64(elf: &[u8]) -> Result<(), String> {
     };
     for i in 0..phnum {
         match u32_at(phoff + i * phentsize) {
-            Some(3) => return Err("dynamically linked (has PT_INTERP); CONFIG_STATIC did not take".into()),
+            Some(3) => {
+                return Err("dynamically linked (has PT_INTERP); CONFIG_STATIC did not take".into())
+            }
             Some(_) => {}
             None => return Err("truncated program headers".into()),
         }
@@ -775,10 +1062,16 @@ fn install_busybox(src: &Path) -> Result<PathBuf, String> {
     fs::create_dir_all(&rootfs).map_err(|e| format!("cannot create {}: {e}", rootfs.display()))?;
     let log = fresh_log("busybox-install.log")?;
     let mut c = make_command(src);
-    c.arg(format!("CROSS_COMPILE={CROSS_COMPILE}")).arg(format!("CONFIG_PREFIX={}", rootfs.display())).arg("install");
+    c.arg(format!("CROSS_COMPILE={CROSS_COMPILE}"))
+        .arg(format!("CONFIG_PREFIX={}", rootfs.display()))
+        .arg("install");
     run_logged("[busybox] make install", c, &log, None)?;
     if !rootfs.join("bin/busybox").is_file() {
-        return Err(format!("make install left no bin/busybox in {}; see {}", rootfs.display(), log.display()));
+        return Err(format!(
+            "make install left no bin/busybox in {}; see {}",
+            rootfs.display(),
+            log.display()
+        ));
     }
     Ok(rootfs)
 }
@@ -788,7 +1081,13 @@ fn install_busybox(src: &Path) -> Result<PathBuf, String> {
 fn pack_initramfs(rootfs: &Path, init: &[u8], out: &Path) -> Result<(), String> {
     eprintln!("xtask: [busybox] packing the initramfs...");
     let mut a = Newc::new();
-    for (dir, perm) in [("dev", 0o755), ("proc", 0o555), ("sys", 0o555), ("tmp", 0o1777), ("root", 0o700)] {
+    for (dir, perm) in [
+        ("dev", 0o755),
+        ("proc", 0o555),
+        ("sys", 0o555),
+        ("tmp", 0o1777),
+        ("root", 0o700),
+    ] {
         a.dir(dir, perm);
     }
     // The kernel opens /dev/console for init before anything can mount
@@ -801,18 +1100,27 @@ fn pack_initramfs(rootfs: &Path, init: &[u8], out: &Path) -> Result<(), String> 
     let tmp = out.with_extension("tmp");
     let input = fs::File::open(&cpio).map_err(|e| format!("{}: {e}", cpio.display()))?;
     let output = fs::File::create(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
-    let st = Command::new("gzip").args(["-9", "-n", "-c"]).stdin(input).stdout(output).status().map_err(|e| format!("cannot run gzip: {e}"))?;
+    let st = Command::new("gzip")
+        .args(["-9", "-n", "-c"])
+        .stdin(input)
+        .stdout(output)
+        .status()
+        .map_err(|e| format!("cannot run gzip: {e}"))?;
     if !st.success() {
         return Err(format!("gzip {} failed ({st})", cpio.display()));
     }
-    fs::rename(&tmp, out).map_err(|e| format!("cannot rename {} to {}: {e}", tmp.display(), out.display()))
+    fs::rename(&tmp, out)
+        .map_err(|e| format!("cannot rename {} to {}: {e}", tmp.display(), out.display()))
 }
 
 /// Adds everything under `dir` (as `prefix/...`), parents before children,
 /// in name order so the archive is reproducible.
 fn add_tree(a: &mut Newc, dir: &Path, prefix: &str) -> Result<(), String> {
     use std::os::unix::fs::PermissionsExt;
-    let mut entries: Vec<_> = fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?.flatten().collect();
+    let mut entries: Vec<_> = fs::read_dir(dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .flatten()
+        .collect();
     entries.sort_by_key(|e| e.file_name());
     for e in entries {
         let path = e.path();
@@ -829,7 +1137,10 @@ fn add_tree(a: &mut Newc, dir: &Path, prefix: &str) -> Result<(), String> {
             let data = fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
             a.file(&name, perm, &data);
         } else {
-            return Err(format!("{}: unexpected file type in the initramfs tree", path.display()));
+            return Err(format!(
+                "{}: unexpected file type in the initramfs tree",
+                path.display()
+            ));
         }
     }
     Ok(())
@@ -855,7 +1166,10 @@ impl Default for Newc {
 
 impl Newc {
     pub fn new() -> Self {
-        Self { buf: Vec::new(), next_ino: 1 }
+        Self {
+            buf: Vec::new(),
+            next_ino: 1,
+        }
     }
 
     pub fn dir(&mut self, name: &str, perm: u32) {
@@ -883,7 +1197,21 @@ impl Newc {
     fn raw(&mut self, ino: u32, mode: u32, nlink: u32, rdev: (u32, u32), name: &str, data: &[u8]) {
         let size = u32::try_from(data.len()).expect("cpio member over 4 GiB");
         // ino mode uid gid nlink mtime filesize devmajor devminor rdevmajor rdevminor namesize check
-        let fields = [ino, mode, 0, 0, nlink, 0, size, 0, 0, rdev.0, rdev.1, name.len() as u32 + 1, 0];
+        let fields = [
+            ino,
+            mode,
+            0,
+            0,
+            nlink,
+            0,
+            size,
+            0,
+            0,
+            rdev.0,
+            rdev.1,
+            name.len() as u32 + 1,
+            0,
+        ];
         self.buf.extend_from_slice(b"070701");
         for f in fields {
             self.buf.extend_from_slice(format!("{f:08X}").as_bytes());
@@ -1022,9 +1350,17 @@ mod tests {
     fn input_keys() {
         let k = input_key(&[b"kernel", b"CONFIG_SMP=y\n"]);
         assert_eq!(k.len(), 16);
-        assert_eq!(k, input_key(&[b"kernel", b"CONFIG_SMP=y\n"]), "deterministic");
+        assert_eq!(
+            k,
+            input_key(&[b"kernel", b"CONFIG_SMP=y\n"]),
+            "deterministic"
+        );
         assert_ne!(k, input_key(&[b"kernel", b"CONFIG_SMP=n\n"]));
-        assert_ne!(input_key(&[b"ab", b"c"]), input_key(&[b"a", b"bc"]), "parts are length-prefixed");
+        assert_ne!(
+            input_key(&[b"ab", b"c"]),
+            input_key(&[b"a", b"bc"]),
+            "parts are length-prefixed"
+        );
         assert_ne!(input_key(&[b""]), input_key(&[]));
         // FNV-1a of nothing at all is its offset basis.
         assert_eq!(input_key(&[]), "cbf29ce484222325");
@@ -1058,24 +1394,46 @@ mod tests {
         assert_eq!(kconfig_value(config, "CONFIG_NR_CPUS"), Some("8"));
         assert_eq!(kconfig_value(config, "CONFIG_MODULES"), None);
         let fragment = "# comment\nCONFIG_SMP=y\nCONFIG_PCI=n\nCONFIG_MODULES=n\n# CONFIG_NR_CPUS is not set\nCONFIG_FOO=y\n";
-        assert_eq!(fragment_mismatches(fragment, config), vec!["CONFIG_NR_CPUS=n (got 8)", "CONFIG_FOO=y (got n)"]);
+        assert_eq!(
+            fragment_mismatches(fragment, config),
+            vec!["CONFIG_NR_CPUS=n (got 8)", "CONFIG_FOO=y (got n)"]
+        );
     }
 
     #[test]
     fn busybox_config_edits() {
-        let config = "CONFIG_STATIC=n\n# CONFIG_STATIC_LIBGCC is not set\nCONFIG_TC=y\nCONFIG_TCP=y\n";
-        let out = set_kconfig(config, &[("CONFIG_STATIC", Some("y")), ("CONFIG_TC", None), ("CONFIG_NEW", Some("y"))]);
+        let config =
+            "CONFIG_STATIC=n\n# CONFIG_STATIC_LIBGCC is not set\nCONFIG_TC=y\nCONFIG_TCP=y\n";
+        let out = set_kconfig(
+            config,
+            &[
+                ("CONFIG_STATIC", Some("y")),
+                ("CONFIG_TC", None),
+                ("CONFIG_NEW", Some("y")),
+            ],
+        );
         assert_eq!(out, "CONFIG_STATIC=y\n# CONFIG_STATIC_LIBGCC is not set\n# CONFIG_TC is not set\nCONFIG_TCP=y\nCONFIG_NEW=y\n");
-        let out = set_kconfig("# CONFIG_STATIC is not set\n", &[("CONFIG_STATIC", Some("y"))]);
+        let out = set_kconfig(
+            "# CONFIG_STATIC is not set\n",
+            &[("CONFIG_STATIC", Some("y"))],
+        );
         assert_eq!(kconfig_value(&out, "CONFIG_STATIC"), Some("y"));
     }
 
     #[test]
     fn deb_src_detection() {
-        assert!(has_deb_src("deb-src http://deb.debian.org/debian bookworm main\n"));
-        assert!(has_deb_src("Types: deb deb-src\nURIs: http://deb.debian.org/debian\n"));
-        assert!(!has_deb_src("Types: deb\nURIs: http://deb.debian.org/debian\n"));
-        assert!(!has_deb_src("# deb-src http://deb.debian.org/debian bookworm main\ndeb http://x bookworm main\n"));
+        assert!(has_deb_src(
+            "deb-src http://deb.debian.org/debian bookworm main\n"
+        ));
+        assert!(has_deb_src(
+            "Types: deb deb-src\nURIs: http://deb.debian.org/debian\n"
+        ));
+        assert!(!has_deb_src(
+            "Types: deb\nURIs: http://deb.debian.org/debian\n"
+        ));
+        assert!(!has_deb_src(
+            "# deb-src http://deb.debian.org/debian bookworm main\ndeb http://x bookworm main\n"
+        ));
     }
 
     #[test]
@@ -1088,9 +1446,20 @@ mod tests {
             "deb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian bookworm main"
         );
         let list = "deb http://deb.debian.org/debian bookworm-backports main\ndeb [arch=amd64 signed-by=/k.gpg] http://mirror/debian bookworm main contrib\n";
-        assert_eq!(deb_src_line(bookworm_entry(list)), "deb-src [signed-by=/k.gpg] http://mirror/debian bookworm main");
-        assert_eq!(deb_src_line(bookworm_entry("deb http://m/debian bookworm main\n")), "deb-src http://m/debian bookworm main");
-        assert_eq!(deb_src_line(bookworm_entry("deb http://m/debian bookworm-backports main\n")), DEB_SRC_LINE);
+        assert_eq!(
+            deb_src_line(bookworm_entry(list)),
+            "deb-src [signed-by=/k.gpg] http://mirror/debian bookworm main"
+        );
+        assert_eq!(
+            deb_src_line(bookworm_entry("deb http://m/debian bookworm main\n")),
+            "deb-src http://m/debian bookworm main"
+        );
+        assert_eq!(
+            deb_src_line(bookworm_entry(
+                "deb http://m/debian bookworm-backports main\n"
+            )),
+            DEB_SRC_LINE
+        );
     }
 
     #[test]
@@ -1104,7 +1473,9 @@ mod tests {
         elf[64..68].copy_from_slice(&1u32.to_le_bytes()); // PT_LOAD
         assert!(check_static_riscv64(&elf).is_ok());
         elf[64..68].copy_from_slice(&3u32.to_le_bytes()); // PT_INTERP
-        assert!(check_static_riscv64(&elf).unwrap_err().contains("dynamically linked"));
+        assert!(check_static_riscv64(&elf)
+            .unwrap_err()
+            .contains("dynamically linked"));
         elf[18..20].copy_from_slice(&62u16.to_le_bytes()); // x86-64
         assert!(check_static_riscv64(&elf).is_err());
     }

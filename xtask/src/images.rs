@@ -8,7 +8,10 @@ use rivet_bundle::{OwnedVm, Writer};
 pub const TARGET: &str = "riscv64gc-unknown-none-elf";
 
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
 }
 
 pub fn out_dir() -> PathBuf {
@@ -27,7 +30,16 @@ pub struct Built {
 pub fn build_all() -> Result<Built, String> {
     let status = Command::new(env!("CARGO"))
         .current_dir(root())
-        .args(["build", "--release", "--target", TARGET, "-p", "rivet-hv", "-p", "rivet-testkernel"])
+        .args([
+            "build",
+            "--release",
+            "--target",
+            TARGET,
+            "-p",
+            "rivet-hv",
+            "-p",
+            "rivet-testkernel",
+        ])
         .status()
         .map_err(|e| format!("cannot run cargo: {e}"))?;
     if !status.success() {
@@ -40,7 +52,10 @@ pub fn build_all() -> Result<Built, String> {
     let bin = crate::elf::to_flat_binary(&elf)?;
     let tk = out_dir().join("testkernel.bin");
     std::fs::write(&tk, bin).map_err(|e| e.to_string())?;
-    Ok(Built { hypervisor: hv, testkernel: tk })
+    Ok(Built {
+        hypervisor: hv,
+        testkernel: tk,
+    })
 }
 
 /// One VM to put in a bundle.
@@ -95,34 +110,63 @@ impl DiskSet {
                 if *ro { ",readonly=on" } else { "" }
             ));
             a.push("-device".into());
-            a.push(format!("virtio-blk-device,drive=rd{i},serial=rivet-disk{i}"));
+            a.push(format!(
+                "virtio-blk-device,drive=rd{i},serial=rivet-disk{i}"
+            ));
         }
         a.extend(
-            ["-object", "rng-random,filename=/dev/urandom,id=rng0", "-device", "virtio-rng-device,rng=rng0"]
-                .iter()
-                .map(|s| s.to_string()),
+            [
+                "-object",
+                "rng-random,filename=/dev/urandom,id=rng0",
+                "-device",
+                "virtio-rng-device,rng=rng0",
+            ]
+            .iter()
+            .map(|s| s.to_string()),
         );
         a
     }
 }
 
 /// Writes a boot bundle for `vms` to `out`.
-pub fn pack(vms: &[VmSpec], log_level: u32, keep_running: bool, uplink: Option<u32>, out: &Path) -> Result<(), String> {
-    let mut w = Writer::new(if keep_running { rivet_bundle::FLAG_KEEP_RUNNING } else { 0 }, log_level);
+pub fn pack(
+    vms: &[VmSpec],
+    log_level: u32,
+    keep_running: bool,
+    uplink: Option<u32>,
+    out: &Path,
+) -> Result<(), String> {
+    let mut w = Writer::new(
+        if keep_running {
+            rivet_bundle::FLAG_KEEP_RUNNING
+        } else {
+            0
+        },
+        log_level,
+    );
     w.uplink = uplink;
     for vm in vms {
-        let kernel = std::fs::read(&vm.kernel).map_err(|e| format!("kernel {}: {e}", vm.kernel.display()))?;
+        let kernel = std::fs::read(&vm.kernel)
+            .map_err(|e| format!("kernel {}: {e}", vm.kernel.display()))?;
         let initrd = match &vm.initrd {
             Some(p) => std::fs::read(p).map_err(|e| format!("initrd {}: {e}", p.display()))?,
             None => Vec::new(),
         };
         if vm.name.len() > rivet_bundle::NAME_LEN {
-            return Err(format!("VM name {:?} is longer than {} bytes", vm.name, rivet_bundle::NAME_LEN));
+            return Err(format!(
+                "VM name {:?} is longer than {} bytes",
+                vm.name,
+                rivet_bundle::NAME_LEN
+            ));
         }
         w.add_vm(OwnedVm {
             name: vm.name.clone(),
             vcpus: vm.vcpus,
-            flags: if vm.focus { rivet_bundle::VM_FLAG_FOCUS } else { 0 },
+            flags: if vm.focus {
+                rivet_bundle::VM_FLAG_FOCUS
+            } else {
+                0
+            },
             memory_size: vm.memory_mb << 20,
             kernel,
             initrd,
@@ -145,9 +189,17 @@ pub fn uplink_qemu_args(forwards: &[rivet_config::Forward]) -> Vec<String> {
     let mut netdev = String::from("user,id=up0,restrict=on,net=10.0.2.0/24");
     for f in forwards {
         let [a, b, c, d] = f.guest_ip;
-        netdev.push_str(&format!(",hostfwd=tcp:127.0.0.1:{}-{a}.{b}.{c}.{d}:{}", f.host_port, f.guest_port));
+        netdev.push_str(&format!(
+            ",hostfwd=tcp:127.0.0.1:{}-{a}.{b}.{c}.{d}:{}",
+            f.host_port, f.guest_port
+        ));
     }
-    vec!["-netdev".into(), netdev, "-device".into(), "virtio-net-device,netdev=up0".into()]
+    vec![
+        "-netdev".into(),
+        netdev,
+        "-device".into(),
+        "virtio-net-device,netdev=up0".into(),
+    ]
 }
 
 /// "512M", "2G", "256" (MiB) → MiB.
@@ -158,7 +210,9 @@ pub fn parse_size_mb(s: &str) -> Result<u64, String> {
         Some('M' | 'm') => (&s[..s.len() - 1], 1),
         _ => (s, 1),
     };
-    num.parse::<u64>().map(|n| n * mul).map_err(|_| format!("bad size {s:?} (use e.g. 512M or 2G)"))
+    num.parse::<u64>()
+        .map(|n| n * mul)
+        .map_err(|_| format!("bad size {s:?} (use e.g. 512M or 2G)"))
 }
 
 #[cfg(test)]

@@ -60,10 +60,16 @@ fn main() -> ExitCode {
         "guest" => guest(rest),
         "soak" => soak::soak(rest),
         "fuzz" => fuzz::fuzz(rest),
-        "build" => setup().and_then(|_| images::build_all().map(|b| {
-            println!("hypervisor: {}\ntest kernel: {}", b.hypervisor.display(), b.testkernel.display());
-            0
-        })),
+        "build" => setup().and_then(|_| {
+            images::build_all().map(|b| {
+                println!(
+                    "hypervisor: {}\ntest kernel: {}",
+                    b.hypervisor.display(),
+                    b.testkernel.display()
+                );
+                0
+            })
+        }),
         "setup" => setup().map(|_| {
             println!("xtask: all prerequisites present");
             0
@@ -87,19 +93,36 @@ fn guest(args: &[String]) -> Result<u8, String> {
     let mut it = args.iter();
     match it.next().map(String::as_str) {
         Some("linux") => {}
-        _ => return Err("usage: cargo xtask guest linux [--force] [--kernel-tree PATH] [-j N]".into()),
+        _ => {
+            return Err(
+                "usage: cargo xtask guest linux [--force] [--kernel-tree PATH] [-j N]".into(),
+            )
+        }
     }
     let mut o = guest_build::LinuxBuildOpts::default();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--force" => o.force = true,
-            "--kernel-tree" => o.kernel_tree = Some(PathBuf::from(it.next().ok_or("--kernel-tree needs a path")?)),
-            "-j" => o.jobs = it.next().and_then(|n| n.parse().ok()).ok_or("-j needs a number")?,
+            "--kernel-tree" => {
+                o.kernel_tree = Some(PathBuf::from(
+                    it.next().ok_or("--kernel-tree needs a path")?,
+                ))
+            }
+            "-j" => {
+                o.jobs = it
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .ok_or("-j needs a number")?
+            }
             other => return Err(format!("unknown option {other:?}")),
         }
     }
     let imgs = guest_build::build_linux(&o)?;
-    println!("kernel:    {}\ninitramfs: {}", imgs.image.display(), imgs.initramfs.display());
+    println!(
+        "kernel:    {}\ninitramfs: {}",
+        imgs.image.display(),
+        imgs.initramfs.display()
+    );
     Ok(0)
 }
 
@@ -161,8 +184,16 @@ fn parse_run(args: &[String]) -> Result<RunOpts, String> {
             "--kernel" => o.kernel = Some(PathBuf::from(val("--kernel")?)),
             "--initrd" => o.initrd = Some(PathBuf::from(val("--initrd")?)),
             "--append" => o.append = Some(val("--append")?),
-            "--vcpus" => o.vcpus = val("--vcpus")?.parse().map_err(|_| "--vcpus takes a number")?,
-            "--harts" => o.harts = val("--harts")?.parse().map_err(|_| "--harts takes a number")?,
+            "--vcpus" => {
+                o.vcpus = val("--vcpus")?
+                    .parse()
+                    .map_err(|_| "--vcpus takes a number")?
+            }
+            "--harts" => {
+                o.harts = val("--harts")?
+                    .parse()
+                    .map_err(|_| "--harts takes a number")?
+            }
             "--memory" => {
                 o.memory_mb = images::parse_size_mb(&val("--memory")?)?;
                 memory_set = true;
@@ -189,7 +220,10 @@ fn parse_run(args: &[String]) -> Result<RunOpts, String> {
         return Err("--harts must be 1..=8 (QEMU virt with Rivet's stacks)".into());
     }
     if o.pin && o.vcpus > o.harts {
-        return Err(format!("--pin gives each vCPU its own hart: {} vCPUs need --harts {}", o.vcpus, o.vcpus));
+        return Err(format!(
+            "--pin gives each vCPU its own hart: {} vCPUs need --harts {}",
+            o.vcpus, o.vcpus
+        ));
     }
     if !memory_set && (o.guest == "linux" || o.kernel.is_some()) {
         o.memory_mb = 512;
@@ -202,12 +236,20 @@ fn parse_run(args: &[String]) -> Result<RunOpts, String> {
 fn image_footprint(path: &std::path::Path) -> Option<u64> {
     let data = std::fs::read(path).ok()?;
     let file = data.len() as u64;
-    Some(rivet_loader::parse_header(&data).map(|h| h.image_size.max(file)).unwrap_or(file))
+    Some(
+        rivet_loader::parse_header(&data)
+            .map(|h| h.image_size.max(file))
+            .unwrap_or(file),
+    )
 }
 
 /// Loads and validates a machine configuration; every error is printed
 /// with its file, line and field.
-pub fn prepare_config(path: &std::path::Path, opts: &RunOpts, tag: &str) -> Result<qemu::Machine, String> {
+pub fn prepare_config(
+    path: &std::path::Path,
+    opts: &RunOpts,
+    tag: &str,
+) -> Result<qemu::Machine, String> {
     use rivet_config::ImageRef;
     let report = |errs: Vec<rivet_config::ConfigError>| {
         let mut msg = String::new();
@@ -220,13 +262,14 @@ pub fn prepare_config(path: &std::path::Path, opts: &RunOpts, tag: &str) -> Resu
     let cfg = rivet_config::load(path).map_err(report)?;
     setup()?;
     let built = images::build_all()?;
-    let linux = if cfg.vms.iter().any(|v| {
-        matches!(v.kernel, ImageRef::Linux) || matches!(v.initrd, Some(ImageRef::Busybox))
-    }) {
-        Some(e2e::linux_images()?)
-    } else {
-        None
-    };
+    let linux =
+        if cfg.vms.iter().any(|v| {
+            matches!(v.kernel, ImageRef::Linux) || matches!(v.initrd, Some(ImageRef::Busybox))
+        }) {
+            Some(e2e::linux_images()?)
+        } else {
+            None
+        };
     let resolve = |r: &ImageRef| -> Option<PathBuf> {
         match r {
             ImageRef::Linux => linux.as_ref().map(|l| l.0.clone()),
@@ -266,7 +309,10 @@ pub fn prepare_config(path: &std::path::Path, opts: &RunOpts, tag: &str) -> Resu
                 sectors: d.sectors.unwrap_or(0),
             })
             .collect();
-        let fs = v.fs.iter().map(|f| (shared.index(&f.path), f.tag.clone())).collect();
+        let fs =
+            v.fs.iter()
+                .map(|f| (shared.index(&f.path), f.tag.clone()))
+                .collect();
         vms.push(VmSpec {
             macs: v.nics.iter().map(|n| n.mac).collect(),
             fs,
@@ -282,7 +328,11 @@ pub fn prepare_config(path: &std::path::Path, opts: &RunOpts, tag: &str) -> Resu
             vcpus: v.vcpus,
             memory_mb: v.memory_mb,
             focus: i == focus,
-            pins: v.pin.as_ref().map(|p| p.iter().map(|&h| Some(h as u8)).collect()).unwrap_or_default(),
+            pins: v
+                .pin
+                .as_ref()
+                .map(|p| p.iter().map(|&h| Some(h as u8)).collect())
+                .unwrap_or_default(),
         });
     }
     let uplink = match &cfg.uplink {
@@ -336,21 +386,34 @@ pub fn prepare(opts: &RunOpts, tag: &str) -> Result<qemu::Machine, String> {
     let vm_disks = opts
         .disks
         .iter()
-        .map(|(p, ro)| rivet_bundle::DiskDesc { disk: disks.index(p, *ro), read_only: *ro, start: 0, sectors: 0 })
+        .map(|(p, ro)| rivet_bundle::DiskDesc {
+            disk: disks.index(p, *ro),
+            read_only: *ro,
+            start: 0,
+            sectors: 0,
+        })
         .collect();
     let vm = VmSpec {
         macs: Vec::new(),
         fs: Vec::new(),
         nics: Vec::new(),
         disks: vm_disks,
-        name: if opts.guest == "linux" || opts.kernel.is_some() { "linux".into() } else { "testkernel".into() },
+        name: if opts.guest == "linux" || opts.kernel.is_some() {
+            "linux".into()
+        } else {
+            "testkernel".into()
+        },
         kernel,
         initrd,
         bootargs,
         vcpus: opts.vcpus,
         memory_mb: opts.memory_mb,
         focus: true,
-        pins: if opts.pin { (0..opts.vcpus).map(|i| Some(i as u8)).collect() } else { Vec::new() },
+        pins: if opts.pin {
+            (0..opts.vcpus).map(|i| Some(i as u8)).collect()
+        } else {
+            Vec::new()
+        },
     };
     let bundle = images::out_dir().join(format!("bundle-{tag}.bin"));
     images::pack(&[vm], opts.log, false, None, &bundle)?;
@@ -370,6 +433,9 @@ fn run(args: &[String]) -> Result<u8, String> {
     let m = prepare(&opts, "run")?;
     eprintln!("xtask: {}", m.command_line());
     eprintln!("xtask: Ctrl-A h for Rivet's console help; Ctrl-C quits QEMU");
-    let status = m.command().status().map_err(|e| format!("cannot start QEMU: {e}"))?;
+    let status = m
+        .command()
+        .status()
+        .map_err(|e| format!("cannot start QEMU: {e}"))?;
     Ok(status.code().unwrap_or(1).clamp(0, 255) as u8)
 }

@@ -45,7 +45,15 @@ impl Machine {
         }
         c.args(["-M", "virt", "-cpu", &cpu, "-smp", &self.harts.to_string()]);
         c.args(["-m", &format!("{}M", self.memory_mb)]);
-        c.args(["-bios", "default", "-no-reboot", "-display", "none", "-monitor", "none"]);
+        c.args([
+            "-bios",
+            "default",
+            "-no-reboot",
+            "-display",
+            "none",
+            "-monitor",
+            "none",
+        ]);
         // Modern (version 2) virtio-mmio for the machine's own devices:
         // Rivet's virtio-fs driver speaks only that (QEMU's default is legacy).
         c.args(["-global", "virtio-mmio.force-legacy=false"]);
@@ -79,7 +87,9 @@ pub struct Session {
 
 impl Session {
     pub fn spawn(mut cmd: Command) -> Result<Session, String> {
-        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let mut child = cmd.spawn().map_err(|e| format!("cannot start QEMU: {e}"))?;
         let out = Arc::new(Mutex::new(Vec::new()));
         for stream in [
@@ -101,11 +111,19 @@ impl Session {
             });
         }
         let stdin = child.stdin.take();
-        Ok(Session { child, stdin, out, cursor: 0 })
+        Ok(Session {
+            child,
+            stdin,
+            out,
+            cursor: 0,
+        })
     }
 
     pub fn output(&self) -> String {
-        self.out.lock().map(|o| String::from_utf8_lossy(&o).into_owned()).unwrap_or_default()
+        self.out
+            .lock()
+            .map(|o| String::from_utf8_lossy(&o).into_owned())
+            .unwrap_or_default()
     }
 
     /// Waits until `pat` appears after the previous match; moves past it.

@@ -41,7 +41,12 @@ pub fn run_soak(minutes: f64, tag: &str) -> Result<SoakResult, String> {
     for (i, vm) in VMS.iter().enumerate() {
         let img = dir.join(format!("{vm}.img"));
         std::fs::write(&img, vec![0u8; 48 << 20]).map_err(|e| e.to_string())?;
-        let ok = Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&img).status().map(|s| s.success()).unwrap_or(false);
+        let ok = Command::new("mkfs.ext4")
+            .args(["-q", "-F"])
+            .arg(&img)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
         if !ok {
             return Err("mkfs.ext4 failed (install e2fsprogs)".into());
         }
@@ -55,7 +60,11 @@ pub fn run_soak(minutes: f64, tag: &str) -> Result<SoakResult, String> {
     std::fs::write(&cfg_path, cfg).map_err(|e| e.to_string())?;
     // Deterministic guest time: the soak's progress does not depend on how
     // busy the host is.
-    let opts = RunOpts { config: Some(cfg_path), icount: true, ..RunOpts::default() };
+    let opts = RunOpts {
+        config: Some(cfg_path),
+        icount: true,
+        ..RunOpts::default()
+    };
     let m = crate::prepare(&opts, tag)?;
     let mut s = Session::spawn(m.command())?;
     let boot = Duration::from_secs(300);
@@ -77,7 +86,11 @@ pub fn run_soak(minutes: f64, tag: &str) -> Result<SoakResult, String> {
         std::thread::sleep(Duration::from_millis(500));
         if start.elapsed() >= next_report {
             let out = s.output();
-            eprintln!("xtask: soak {:.0}s: {} rounds", start.elapsed().as_secs_f64(), out.matches("SOAK_OK").count());
+            eprintln!(
+                "xtask: soak {:.0}s: {} rounds",
+                start.elapsed().as_secs_f64(),
+                out.matches("SOAK_OK").count()
+            );
             next_report += Duration::from_secs(60);
         }
     }
@@ -93,16 +106,35 @@ pub fn run_soak(minutes: f64, tag: &str) -> Result<SoakResult, String> {
     let mismatches = out.matches("SOAK_MISMATCH").count() as u64;
     let mut errors: Vec<String> = out
         .lines()
-        .filter(|l| l.contains("SOAK_ERROR") || l.contains("EXT4-fs error") || l.contains("I/O error") || l.contains("PANIC") || l.contains("Kernel panic"))
+        .filter(|l| {
+            l.contains("SOAK_ERROR")
+                || l.contains("EXT4-fs error")
+                || l.contains("I/O error")
+                || l.contains("PANIC")
+                || l.contains("Kernel panic")
+        })
         .map(str::to_string)
         .collect();
     errors.dedup();
     let exits = out
         .lines()
         .filter(|l| l.contains("exits: total="))
-        .filter_map(|l| l.split("total=").nth(1)?.split_whitespace().next()?.parse::<u64>().ok())
+        .filter_map(|l| {
+            l.split("total=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
         .sum();
-    Ok(SoakResult { rounds, mismatches, errors, exits, seconds })
+    Ok(SoakResult {
+        rounds,
+        mismatches,
+        errors,
+        exits,
+        seconds,
+    })
 }
 
 pub fn soak(args: &[String]) -> Result<u8, String> {
@@ -110,20 +142,43 @@ pub fn soak(args: &[String]) -> Result<u8, String> {
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
-            "--minutes" => minutes = it.next().and_then(|m| m.parse().ok()).ok_or("--minutes takes a number")?,
-            other => return Err(format!("unknown option {other:?} (cargo xtask soak --minutes N)")),
+            "--minutes" => {
+                minutes = it
+                    .next()
+                    .and_then(|m| m.parse().ok())
+                    .ok_or("--minutes takes a number")?
+            }
+            other => {
+                return Err(format!(
+                    "unknown option {other:?} (cargo xtask soak --minutes N)"
+                ))
+            }
         }
     }
     let r = run_soak(minutes, "soak")?;
     report(&r);
     let failed = r.mismatches != 0 || !r.errors.is_empty() || r.rounds == 0;
-    println!("{} passed, {} failed", u64::from(!failed), u64::from(failed));
+    println!(
+        "{} passed, {} failed",
+        u64::from(!failed),
+        u64::from(failed)
+    );
     Ok(u8::from(failed))
 }
 
 pub fn report(r: &SoakResult) {
-    println!("soak: {:.0} s, {} checksummed disk rounds, {} data mismatches, {} errors", r.seconds, r.rounds, r.mismatches, r.errors.len());
-    println!("soak: {} hypervisor exits, {:.0} exits/s", r.exits, r.exits as f64 / r.seconds.max(1.0));
+    println!(
+        "soak: {:.0} s, {} checksummed disk rounds, {} data mismatches, {} errors",
+        r.seconds,
+        r.rounds,
+        r.mismatches,
+        r.errors.len()
+    );
+    println!(
+        "soak: {} hypervisor exits, {:.0} exits/s",
+        r.exits,
+        r.exits as f64 / r.seconds.max(1.0)
+    );
     for e in &r.errors {
         println!("soak: error: {e}");
     }

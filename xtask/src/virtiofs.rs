@@ -38,7 +38,9 @@ pub fn virtiofsd() -> Result<PathBuf, String> {
     }
     crate::prereq::ensure_packages(&[("pkg-config", "pkg-config")])?;
     crate::prereq::ensure_dev_libs(&["libcap-ng-dev", "libseccomp-dev"])?;
-    eprintln!("xtask: building virtiofsd from crates.io into target/tools (a few minutes, once)...");
+    eprintln!(
+        "xtask: building virtiofsd from crates.io into target/tools (a few minutes, once)..."
+    );
     let ok = Command::new(env!("CARGO"))
         .args(["install", "virtiofsd", "--locked", "--root"])
         .arg(&tools)
@@ -69,7 +71,8 @@ pub fn start(set: &FsSet, tag: &str, memory_mb: u64) -> Result<Vec<String>, Stri
     for (i, dir) in set.dirs.iter().enumerate() {
         let sock = run.join(format!("fs{i}.sock"));
         let _ = std::fs::remove_file(&sock);
-        let log = std::fs::File::create(run.join(format!("virtiofsd{i}.log"))).map_err(|e| e.to_string())?;
+        let log = std::fs::File::create(run.join(format!("virtiofsd{i}.log")))
+            .map_err(|e| e.to_string())?;
         Command::new(&bin)
             .arg("--socket-path")
             .arg(&sock)
@@ -93,7 +96,9 @@ pub fn start(set: &FsSet, tag: &str, memory_mb: u64) -> Result<Vec<String>, Stri
         args.push("-chardev".into());
         args.push(format!("socket,id=vfs{i},path={}", sock.display()));
         args.push("-device".into());
-        args.push(format!("vhost-user-fs-device,chardev=vfs{i},tag=rivetfs{i}"));
+        args.push(format!(
+            "vhost-user-fs-device,chardev=vfs{i},tag=rivetfs{i}"
+        ));
     }
     Ok(args)
 }

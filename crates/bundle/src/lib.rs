@@ -70,7 +70,10 @@ pub struct FsDesc {
 
 impl Default for FsDesc {
     fn default() -> Self {
-        Self { fs: 0, tag: [0; FS_TAG_LEN] }
+        Self {
+            fs: 0,
+            tag: [0; FS_TAG_LEN],
+        }
     }
 }
 
@@ -256,7 +259,9 @@ impl<'a> Bundle<'a> {
         let initrd = field(64, "initrd")?;
         let bootargs = core::str::from_utf8(field(80, "bootargs")?).map_err(|_| bad("bootargs"))?;
         let mut pins = [None; MAX_VCPUS as usize];
-        let table = r.get(PIN_OFFSET..PIN_OFFSET + MAX_VCPUS as usize).ok_or(bad("pin"))?;
+        let table = r
+            .get(PIN_OFFSET..PIN_OFFSET + MAX_VCPUS as usize)
+            .ok_or(bad("pin"))?;
         for (i, (slot, &p)) in pins.iter_mut().zip(table).enumerate() {
             if p != UNPINNED {
                 if i >= vcpus as usize {
@@ -290,7 +295,9 @@ impl<'a> Bundle<'a> {
         }
         let mut macs = [None; MAX_NICS];
         for (i, m) in macs.iter_mut().enumerate().take(nic_count) {
-            let e = r.get(MAC_OFFSET + i * 8..MAC_OFFSET + i * 8 + 8).ok_or(bad("mac"))?;
+            let e = r
+                .get(MAC_OFFSET + i * 8..MAC_OFFSET + i * 8 + 8)
+                .ok_or(bad("mac"))?;
             if e.get(6) == Some(&1) {
                 let mut mac = [0u8; 6];
                 mac.copy_from_slice(e.get(..6).ok_or(bad("mac"))?);
@@ -321,7 +328,11 @@ impl<'a> Bundle<'a> {
             flags,
             memory_size,
             kernel,
-            initrd: if initrd.is_empty() { None } else { Some(initrd) },
+            initrd: if initrd.is_empty() {
+                None
+            } else {
+                Some(initrd)
+            },
             bootargs,
             pins,
             disks,
@@ -371,7 +382,12 @@ pub struct OwnedVm {
 #[cfg(any(test, feature = "alloc"))]
 impl Writer {
     pub fn new(flags: u64, log_level: u32) -> Self {
-        Self { flags, log_level, uplink: None, vms: alloc::vec::Vec::new() }
+        Self {
+            flags,
+            log_level,
+            uplink: None,
+            vms: alloc::vec::Vec::new(),
+        }
     }
 
     pub fn add_vm(&mut self, vm: OwnedVm) {
@@ -397,13 +413,19 @@ impl Writer {
         for vm in &self.vms {
             let mut r = [0u8; RECORD_SIZE];
             let name = vm.name.as_bytes();
-            assert!(name.len() <= NAME_LEN, "VM name longer than {NAME_LEN} bytes");
+            assert!(
+                name.len() <= NAME_LEN,
+                "VM name longer than {NAME_LEN} bytes"
+            );
             r[..name.len()].copy_from_slice(name);
             r[32..36].copy_from_slice(&vm.vcpus.to_le_bytes());
             r[36..40].copy_from_slice(&vm.flags.to_le_bytes());
             r[40..48].copy_from_slice(&vm.memory_size.to_le_bytes());
             r[PIN_OFFSET..PIN_OFFSET + MAX_VCPUS as usize].fill(UNPINNED);
-            assert!(vm.disks.len() <= MAX_DISKS, "at most {MAX_DISKS} disks per VM");
+            assert!(
+                vm.disks.len() <= MAX_DISKS,
+                "at most {MAX_DISKS} disks per VM"
+            );
             r[DEV_OFFSET..DEV_OFFSET + 4].copy_from_slice(&(vm.disks.len() as u32).to_le_bytes());
             r[DEV_OFFSET + 4..DEV_OFFSET + 8].copy_from_slice(&vm.devices.to_le_bytes());
             for (i, d) in vm.disks.iter().enumerate() {
@@ -425,13 +447,19 @@ impl Writer {
                     r[MAC_OFFSET + i * 8 + 6] = 1;
                 }
             }
-            assert!(vm.fs.len() <= MAX_FS, "at most {MAX_FS} shared directories per VM");
+            assert!(
+                vm.fs.len() <= MAX_FS,
+                "at most {MAX_FS} shared directories per VM"
+            );
             r[FS_OFFSET..FS_OFFSET + 4].copy_from_slice(&(vm.fs.len() as u32).to_le_bytes());
             for (i, (idx, tag)) in vm.fs.iter().enumerate() {
                 let o = FS_OFFSET + 8 + i * FS_ENTRY;
                 r[o..o + 4].copy_from_slice(&idx.to_le_bytes());
                 let t = tag.as_bytes();
-                assert!(!t.is_empty() && t.len() <= FS_TAG_LEN, "fs tag must be 1..={FS_TAG_LEN} bytes");
+                assert!(
+                    !t.is_empty() && t.len() <= FS_TAG_LEN,
+                    "fs tag must be 1..={FS_TAG_LEN} bytes"
+                );
                 r[o + 8..o + 8 + t.len()].copy_from_slice(t);
             }
             for (i, p) in vm.pins.iter().enumerate().take(MAX_VCPUS as usize) {
@@ -439,9 +467,11 @@ impl Writer {
                     r[PIN_OFFSET + i] = *h;
                 }
             }
-            for (off, bytes) in
-                [(48, &vm.kernel[..]), (64, &vm.initrd[..]), (80, vm.bootargs.as_bytes())]
-            {
+            for (off, bytes) in [
+                (48, &vm.kernel[..]),
+                (64, &vm.initrd[..]),
+                (80, vm.bootargs.as_bytes()),
+            ] {
                 let (o, l) = place(bytes, &mut payload);
                 r[off..off + 8].copy_from_slice(&o.to_le_bytes());
                 r[off + 8..off + 16].copy_from_slice(&l.to_le_bytes());
@@ -532,7 +562,12 @@ mod tests {
     fn disks_round_trip_and_are_checked() {
         let mut w = Writer::new(0, 0);
         let mut v = vm("d");
-        v.disks = vec![DiskDesc { disk: 1, read_only: true, start: 2048, sectors: 4096 }];
+        v.disks = vec![DiskDesc {
+            disk: 1,
+            read_only: true,
+            start: 2048,
+            sectors: 4096,
+        }];
         v.devices = DEV_HVC | DEV_RNG;
         v.nics = vec![3, 7];
         v.macs = vec![None, Some([2, 0, 0, 0, 0, 9])];
@@ -541,7 +576,15 @@ mod tests {
         let blob = w.finish();
         let d = parse(&blob).unwrap().vm(0).unwrap();
         assert_eq!(d.disk_count, 1);
-        assert_eq!(d.disks[0], DiskDesc { disk: 1, read_only: true, start: 2048, sectors: 4096 });
+        assert_eq!(
+            d.disks[0],
+            DiskDesc {
+                disk: 1,
+                read_only: true,
+                start: 2048,
+                sectors: 4096
+            }
+        );
         assert_eq!(d.devices, DEV_HVC | DEV_RNG);
         assert_eq!(&d.nics[..d.nic_count], &[3, 7]);
         assert_eq!(d.macs[..2], [None, Some([2, 0, 0, 0, 0, 9])]);

@@ -71,12 +71,21 @@ pub(crate) fn to_toml(cfg: &MachineConfig) -> String {
             let _ = writeln!(s, "read_only = {}", d.read_only);
         }
         for f in &vm.fs {
-            let _ = writeln!(s, "\n[[vm.fs]]\ntag = {}\npath = {}", quote(&f.tag), quote(&relative(&f.path, dir)));
+            let _ = writeln!(
+                s,
+                "\n[[vm.fs]]\ntag = {}\npath = {}",
+                quote(&f.tag),
+                quote(&relative(&f.path, dir))
+            );
         }
         for n in &vm.nics {
             let _ = writeln!(s, "\n[[vm.nic]]\nnetwork = {}", quote(&n.network));
             if let Some(m) = n.mac {
-                let _ = writeln!(s, "mac = \"{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}\"", m[0], m[1], m[2], m[3], m[4], m[5]);
+                let _ = writeln!(
+                    s,
+                    "mac = \"{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}\"",
+                    m[0], m[1], m[2], m[3], m[4], m[5]
+                );
             }
         }
     }

@@ -219,9 +219,16 @@ impl Forward {
         if it.next().is_some() {
             return None;
         }
-        let octets: Vec<u8> = ip.split('.').map(|o| o.parse().ok()).collect::<Option<Vec<u8>>>()?;
+        let octets: Vec<u8> = ip
+            .split('.')
+            .map(|o| o.parse().ok())
+            .collect::<Option<Vec<u8>>>()?;
         let guest_ip: [u8; 4] = octets.try_into().ok()?;
-        Some(Forward { host_port, guest_ip, guest_port })
+        Some(Forward {
+            host_port,
+            guest_ip,
+            guest_port,
+        })
     }
 }
 

@@ -12,9 +12,17 @@ use crate::walk::{Ctx, Got, Node};
 use crate::*;
 
 pub(crate) const ROOT_KEYS: &[&str] = &["machine", "vm"];
-pub(crate) const MACHINE_KEYS: &[&str] = &["harts", "memory", "keep_running", "log", "uplink", "forward"];
+pub(crate) const MACHINE_KEYS: &[&str] = &[
+    "harts",
+    "memory",
+    "keep_running",
+    "log",
+    "uplink",
+    "forward",
+];
 pub(crate) const VM_KEYS: &[&str] = &[
-    "name", "vcpus", "memory", "kernel", "initrd", "bootargs", "pin", "console", "disk", "nic", "fs",
+    "name", "vcpus", "memory", "kernel", "initrd", "bootargs", "pin", "console", "disk", "nic",
+    "fs",
 ];
 pub(crate) const DISK_KEYS: &[&str] = &["image", "start", "sectors", "read_only"];
 pub(crate) const NIC_KEYS: &[&str] = &["network", "mac"];
@@ -157,8 +165,17 @@ fn parse_machine(ctx: &mut Ctx, node: &Node<'_>) -> Option<MachineDraft> {
     }
     match ctx.string(node, "uplink") {
         Got::Val(net, line) => {
-            if net.is_empty() || net.len() > 32 || !net.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-                ctx.error(line, node.field("uplink"), "network names are 1..=32 of [A-Za-z0-9_-]");
+            if net.is_empty()
+                || net.len() > 32
+                || !net
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                ctx.error(
+                    line,
+                    node.field("uplink"),
+                    "network names are 1..=32 of [A-Za-z0-9_-]",
+                );
             } else {
                 m.uplink = Some(net.to_string());
             }
@@ -178,7 +195,11 @@ fn parse_machine(ctx: &mut Ctx, node: &Node<'_>) -> Option<MachineDraft> {
             }
         }
         if m.uplink.is_none() && !m.forwards.is_empty() {
-            ctx.error(node.line, node.field("forward"), "forwards need `uplink` (the network they reach)");
+            ctx.error(
+                node.line,
+                node.field("forward"),
+                "forwards need `uplink` (the network they reach)",
+            );
         }
     }
     if let Some(e) = ctx.get(node, "log") {
@@ -340,7 +361,11 @@ fn parse_vm(ctx: &mut Ctx, node: &Node<'_>, dir: &Path) -> VmDraft {
             .collect();
         if nodes.len() > crate::MAX_DISKS {
             if let Some(n) = nodes.get(crate::MAX_DISKS) {
-                ctx.error(n.line, n.field("image"), format!("at most {} disks per VM", crate::MAX_DISKS));
+                ctx.error(
+                    n.line,
+                    n.field("image"),
+                    format!("at most {} disks per VM", crate::MAX_DISKS),
+                );
             }
         }
     }
@@ -351,33 +376,58 @@ fn parse_vm(ctx: &mut Ctx, node: &Node<'_>, dir: &Path) -> VmDraft {
                 Got::Val(net, line) => {
                     if net.is_empty()
                         || net.len() > 32
-                        || !net.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                        || !net
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
                     {
-                        ctx.error(line, n.field("network"), "network names are 1..=32 of [A-Za-z0-9_-]");
+                        ctx.error(
+                            line,
+                            n.field("network"),
+                            "network names are 1..=32 of [A-Za-z0-9_-]",
+                        );
                     } else {
                         let mac = match ctx.string(n, "mac") {
                             Got::Val(m, line) => {
-                                let parsed: Option<Vec<u8>> = m.split(':').map(|o| u8::from_str_radix(o, 16).ok()).collect();
+                                let parsed: Option<Vec<u8>> = m
+                                    .split(':')
+                                    .map(|o| u8::from_str_radix(o, 16).ok())
+                                    .collect();
                                 match parsed.and_then(|v| <[u8; 6]>::try_from(v).ok()) {
                                     Some(mac) if mac[0] & 1 == 0 => Some(mac),
                                     _ => {
-                                        ctx.error(line, n.field("mac"), "expected a unicast MAC like \"52:54:00:12:34:56\"");
+                                        ctx.error(
+                                            line,
+                                            n.field("mac"),
+                                            "expected a unicast MAC like \"52:54:00:12:34:56\"",
+                                        );
                                         None
                                     }
                                 }
                             }
                             _ => None,
                         };
-                        v.cfg.nics.push(NicConfig { network: net.to_string(), mac, line: n.line });
+                        v.cfg.nics.push(NicConfig {
+                            network: net.to_string(),
+                            mac,
+                            line: n.line,
+                        });
                     }
                 }
-                Got::Absent => ctx.error(n.line, n.field("network"), "missing; every [[vm.nic]] names its network"),
+                Got::Absent => ctx.error(
+                    n.line,
+                    n.field("network"),
+                    "missing; every [[vm.nic]] names its network",
+                ),
                 Got::Bad => {}
             }
         }
         if nodes.len() > crate::MAX_NICS {
             if let Some(n) = nodes.get(crate::MAX_NICS) {
-                ctx.error(n.line, n.field("network"), format!("at most {} NICs per VM", crate::MAX_NICS));
+                ctx.error(
+                    n.line,
+                    n.field("network"),
+                    format!("at most {} NICs per VM", crate::MAX_NICS),
+                );
             }
         }
     }
@@ -394,7 +444,11 @@ fn parse_vm(ctx: &mut Ctx, node: &Node<'_>, dir: &Path) -> VmDraft {
                     }
                 }
                 Got::Absent => {
-                    ctx.error(n.line, n.field("tag"), "missing; every [[vm.fs]] needs a tag");
+                    ctx.error(
+                        n.line,
+                        n.field("tag"),
+                        "missing; every [[vm.fs]] needs a tag",
+                    );
                     None
                 }
                 Got::Bad => None,
@@ -403,25 +457,41 @@ fn parse_vm(ctx: &mut Ctx, node: &Node<'_>, dir: &Path) -> VmDraft {
                 Got::Val(p, line) => {
                     let full = dir.join(p);
                     if !full.is_dir() {
-                        ctx.error(line, n.field("path"), format!("{} is not a directory", full.display()));
+                        ctx.error(
+                            line,
+                            n.field("path"),
+                            format!("{} is not a directory", full.display()),
+                        );
                         None
                     } else {
                         Some(full)
                     }
                 }
                 Got::Absent => {
-                    ctx.error(n.line, n.field("path"), "missing; every [[vm.fs]] needs a host directory");
+                    ctx.error(
+                        n.line,
+                        n.field("path"),
+                        "missing; every [[vm.fs]] needs a host directory",
+                    );
                     None
                 }
                 Got::Bad => None,
             };
             if let (Some(tag), Some(path)) = (tag, path) {
-                v.cfg.fs.push(FsConfig { tag, path, line: n.line });
+                v.cfg.fs.push(FsConfig {
+                    tag,
+                    path,
+                    line: n.line,
+                });
             }
         }
         if nodes.len() > crate::MAX_FS {
             if let Some(n) = nodes.get(crate::MAX_FS) {
-                ctx.error(n.line, n.field("tag"), format!("at most {} shared directories per VM", crate::MAX_FS));
+                ctx.error(
+                    n.line,
+                    n.field("tag"),
+                    format!("at most {} shared directories per VM", crate::MAX_FS),
+                );
             }
         }
     }

@@ -900,8 +900,18 @@ fn nic_needs_a_valid_network_name() {
     let text = "[[vm]]\nname = \"a\"\nvcpus = 1\nmemory = \"64M\"\nkernel = \"testkernel\"\n[[vm.nic]]\nnetwork = \"bad name\"\n[[vm.nic]]\nnet = \"lan\"\n";
     let errs = rivet_config::parse(text, std::path::Path::new("n.toml")).unwrap_err();
     let shown: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
-    assert!(shown.iter().any(|e| e.starts_with("n.toml:7: ") && e.contains("network")), "{shown:?}");
-    assert!(shown.iter().any(|e| e.starts_with("n.toml:9: ") && e.contains("unknown key")), "{shown:?}");
+    assert!(
+        shown
+            .iter()
+            .any(|e| e.starts_with("n.toml:7: ") && e.contains("network")),
+        "{shown:?}"
+    );
+    assert!(
+        shown
+            .iter()
+            .any(|e| e.starts_with("n.toml:9: ") && e.contains("unknown key")),
+        "{shown:?}"
+    );
 }
 
 #[test]
@@ -909,7 +919,10 @@ fn nics_parse_and_round_trip() {
     let text = "[[vm]]\nname = \"a\"\nvcpus = 1\nmemory = \"64M\"\nkernel = \"testkernel\"\n[[vm.nic]]\nnetwork = \"lan\"\nmac = \"52:54:00:ab:cd:ef\"\n";
     let cfg = rivet_config::parse(text, std::path::Path::new("n.toml")).unwrap();
     assert_eq!(cfg.vms[0].nics.len(), 1);
-    assert_eq!(cfg.vms[0].nics[0].mac, Some([0x52, 0x54, 0, 0xab, 0xcd, 0xef]));
+    assert_eq!(
+        cfg.vms[0].nics[0].mac,
+        Some([0x52, 0x54, 0, 0xab, 0xcd, 0xef])
+    );
     assert_eq!(cfg.vms[0].nics[0].network, "lan");
     assert_eq!(cfg.vms[0].nics[0].line, 6);
     let again = rivet_config::parse(&cfg.to_toml(), std::path::Path::new("n.toml")).unwrap();
@@ -922,12 +935,23 @@ fn uplink_and_forwards_parse_and_are_checked() {
     let ok = "[machine]\nuplink = \"lan\"\nforward = [\"5555:10.0.2.15:8080\"]\n[[vm]]\nname = \"a\"\nvcpus = 1\nmemory = \"64M\"\nkernel = \"testkernel\"\n";
     let cfg = rivet_config::parse(ok, std::path::Path::new("u.toml")).unwrap();
     assert_eq!(cfg.uplink.as_deref(), Some("lan"));
-    assert_eq!(cfg.forwards, vec![rivet_config::Forward { host_port: 5555, guest_ip: [10, 0, 2, 15], guest_port: 8080 }]);
+    assert_eq!(
+        cfg.forwards,
+        vec![rivet_config::Forward {
+            host_port: 5555,
+            guest_ip: [10, 0, 2, 15],
+            guest_port: 8080
+        }]
+    );
     let again = rivet_config::parse(&cfg.to_toml(), std::path::Path::new("u.toml")).unwrap();
     assert_eq!(again.forwards, cfg.forwards);
     let bad = "[machine]\nuplink = \"lan\"\nforward = [\"5555:10.0.2:8080\"]\n[[vm]]\nname = \"a\"\nvcpus = 1\nmemory = \"64M\"\nkernel = \"testkernel\"\n";
     let errs = rivet_config::parse(bad, std::path::Path::new("u.toml")).unwrap_err();
-    assert!(errs.iter().any(|e| e.to_string().starts_with("u.toml:3: machine.forward")), "{errs:?}");
+    assert!(
+        errs.iter()
+            .any(|e| e.to_string().starts_with("u.toml:3: machine.forward")),
+        "{errs:?}"
+    );
 }
 
 #[test]
@@ -938,7 +962,12 @@ fn shared_directories_parse_and_are_checked() {
         dir.display()
     );
     let errs = rivet_config::parse(&text, std::path::Path::new("f.toml")).unwrap_err();
-    assert!(errs.iter().any(|e| e.to_string().starts_with("f.toml:11: vm[0].fs[1].path") || e.to_string().starts_with("f.toml:11:")), "{errs:?}");
+    assert!(
+        errs.iter()
+            .any(|e| e.to_string().starts_with("f.toml:11: vm[0].fs[1].path")
+                || e.to_string().starts_with("f.toml:11:")),
+        "{errs:?}"
+    );
     let ok = format!("[[vm]]\nname = \"a\"\nvcpus = 1\nmemory = \"64M\"\nkernel = \"testkernel\"\n[[vm.fs]]\ntag = \"host\"\npath = \"{}\"\n", dir.display());
     let cfg = rivet_config::parse(&ok, std::path::Path::new("f.toml")).unwrap();
     assert_eq!(cfg.vms[0].fs[0].tag, "host");

@@ -31,7 +31,10 @@ fn check_qemu_virt(info: &HostInfo, harts: u64) {
     );
 
     // QEMU's test finisher (used to report a failure exit status).
-    assert_eq!(info.test_finisher.map(|d| (d.base, d.size)), Some((0x10_0000, 0x1000)));
+    assert_eq!(
+        info.test_finisher.map(|d| (d.base, d.size)),
+        Some((0x10_0000, 0x1000))
+    );
 
     assert_eq!(info.virtio_mmio.len(), 8);
     for (i, d) in info.virtio_mmio.iter().enumerate() {

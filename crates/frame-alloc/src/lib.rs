@@ -52,16 +52,24 @@ impl FrameAllocator {
                     continue;
                 }
                 if h.base > p.base {
-                    next.push(Range { base: p.base, size: h.base - p.base });
+                    next.push(Range {
+                        base: p.base,
+                        size: h.base - p.base,
+                    });
                 }
                 if h.end() < p.end() {
-                    next.push(Range { base: h.end(), size: p.end() - h.end() });
+                    next.push(Range {
+                        base: h.end(),
+                        size: p.end() - h.end(),
+                    });
                 }
             }
             pieces = next;
         }
         for p in pieces {
-            let Some(b) = align_up(p.base, PAGE) else { continue };
+            let Some(b) = align_up(p.base, PAGE) else {
+                continue;
+            };
             let e = p.end() & !(PAGE - 1);
             if e > b {
                 self.free(b, e - b);
@@ -88,19 +96,35 @@ impl FrameAllocator {
         let size = align_up(size, PAGE)?;
         for i in 0..self.free.len() {
             let r = *self.free.get(i)?;
-            let Some(start) = align_up(r.base, align) else { continue };
-            let Some(end) = start.checked_add(size) else { continue };
+            let Some(start) = align_up(r.base, align) else {
+                continue;
+            };
+            let Some(end) = start.checked_add(size) else {
+                continue;
+            };
             if end > r.end() {
                 continue;
             }
             self.free.remove(i);
             let mut at = i;
             if start > r.base {
-                self.free.insert(at, Range { base: r.base, size: start - r.base });
+                self.free.insert(
+                    at,
+                    Range {
+                        base: r.base,
+                        size: start - r.base,
+                    },
+                );
                 at += 1;
             }
             if end < r.end() {
-                self.free.insert(at, Range { base: end, size: r.end() - end });
+                self.free.insert(
+                    at,
+                    Range {
+                        base: end,
+                        size: r.end() - end,
+                    },
+                );
             }
             return Some(start);
         }
@@ -122,7 +146,9 @@ impl FrameAllocator {
             }
         }
         if pos > 0 {
-            if let (Some(a), Some(b)) = (self.free.get(pos - 1).copied(), self.free.get(pos).copied()) {
+            if let (Some(a), Some(b)) =
+                (self.free.get(pos - 1).copied(), self.free.get(pos).copied())
+            {
                 if a.end() == b.base {
                     self.free[pos - 1].size += b.size;
                     self.free.remove(pos);
@@ -143,13 +169,28 @@ mod tests {
         a.add_region(
             0x8000_0000,
             0x100_0000,
-            &[Range { base: 0x8000_0000, size: 0x20_0000 }, Range { base: 0x8080_0100, size: 0x100 }],
+            &[
+                Range {
+                    base: 0x8000_0000,
+                    size: 0x20_0000,
+                },
+                Range {
+                    base: 0x8080_0100,
+                    size: 0x100,
+                },
+            ],
         );
         assert_eq!(
             a.regions(),
             &[
-                Range { base: 0x8020_0000, size: 0x60_0000 },
-                Range { base: 0x8080_1000, size: 0x7f_f000 }
+                Range {
+                    base: 0x8020_0000,
+                    size: 0x60_0000
+                },
+                Range {
+                    base: 0x8080_1000,
+                    size: 0x7f_f000
+                }
             ]
         );
     }

@@ -88,7 +88,10 @@ pub struct VecMemory {
 #[cfg(any(test, feature = "std"))]
 impl VecMemory {
     pub fn new(base: u64, size: usize) -> Self {
-        Self { base, bytes: std::vec![0; size] }
+        Self {
+            base,
+            bytes: std::vec![0; size],
+        }
     }
     pub fn bytes(&self) -> &[u8] {
         &self.bytes
@@ -111,7 +114,10 @@ impl GuestMemory for VecMemory {
         let src = self
             .bytes
             .get(off..off + buf.len())
-            .ok_or(MemError::OutOfRange { gpa, len: buf.len() as u64 })?;
+            .ok_or(MemError::OutOfRange {
+                gpa,
+                len: buf.len() as u64,
+            })?;
         buf.copy_from_slice(src);
         Ok(())
     }
@@ -120,7 +126,10 @@ impl GuestMemory for VecMemory {
         let dst = self
             .bytes
             .get_mut(off..off + buf.len())
-            .ok_or(MemError::OutOfRange { gpa, len: buf.len() as u64 })?;
+            .ok_or(MemError::OutOfRange {
+                gpa,
+                len: buf.len() as u64,
+            })?;
         dst.copy_from_slice(buf);
         Ok(())
     }
@@ -132,9 +141,15 @@ mod tests {
 
     #[test]
     fn inside_and_edges() {
-        assert_eq!(range_offset(0x8000_0000, 0x1000, 0x8000_0000, 0x1000), Ok(0));
+        assert_eq!(
+            range_offset(0x8000_0000, 0x1000, 0x8000_0000, 0x1000),
+            Ok(0)
+        );
         assert_eq!(range_offset(0x8000_0000, 0x1000, 0x8000_0ff8, 8), Ok(0xff8));
-        assert_eq!(range_offset(0x8000_0000, 0x1000, 0x8000_1000, 0), Ok(0x1000));
+        assert_eq!(
+            range_offset(0x8000_0000, 0x1000, 0x8000_1000, 0),
+            Ok(0x1000)
+        );
     }
 
     #[test]

@@ -34,28 +34,43 @@ pub enum LoadError {
     /// text_offset not 4 KiB aligned or larger than 2 MiB granularity allows.
     BadTextOffset(u64),
     /// The kernel, initrd and device tree do not fit in guest RAM.
-    DoesNotFit { need: u64, have: u64 },
+    DoesNotFit {
+        need: u64,
+        have: u64,
+    },
 }
 
 impl core::fmt::Display for LoadError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             LoadError::TooSmall => write!(f, "kernel image smaller than the 64-byte Image header"),
-            LoadError::BadMagic => write!(f, "not a RISC-V Linux Image (magic \"RSC\\x05\" missing at offset 56)"),
-            LoadError::BadTextOffset(o) => write!(f, "Image text_offset {o:#x} is not 4 KiB aligned"),
+            LoadError::BadMagic => write!(
+                f,
+                "not a RISC-V Linux Image (magic \"RSC\\x05\" missing at offset 56)"
+            ),
+            LoadError::BadTextOffset(o) => {
+                write!(f, "Image text_offset {o:#x} is not 4 KiB aligned")
+            }
             LoadError::DoesNotFit { need, have } => {
-                write!(f, "images need {need:#x} bytes of guest RAM but the VM has {have:#x}")
+                write!(
+                    f,
+                    "images need {need:#x} bytes of guest RAM but the VM has {have:#x}"
+                )
             }
         }
     }
 }
 
 fn u64_at(b: &[u8], off: usize) -> Option<u64> {
-    Some(u64::from_le_bytes(b.get(off..off.checked_add(8)?)?.try_into().ok()?))
+    Some(u64::from_le_bytes(
+        b.get(off..off.checked_add(8)?)?.try_into().ok()?,
+    ))
 }
 
 fn u32_at(b: &[u8], off: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(b.get(off..off.checked_add(4)?)?.try_into().ok()?))
+    Some(u32::from_le_bytes(
+        b.get(off..off.checked_add(4)?)?.try_into().ok()?,
+    ))
 }
 
 /// Parses and checks the 64-byte header at the start of `image`.
@@ -100,10 +115,18 @@ pub fn plan(
     ram_size: u64,
 ) -> Result<Layout, LoadError> {
     const MIB2: u64 = 2 << 20;
-    let too_big = |need: u64| LoadError::DoesNotFit { need, have: ram_size };
-    let kernel = ram_base.checked_add(header.text_offset).ok_or(too_big(u64::MAX))?;
+    let too_big = |need: u64| LoadError::DoesNotFit {
+        need,
+        have: ram_size,
+    };
+    let kernel = ram_base
+        .checked_add(header.text_offset)
+        .ok_or(too_big(u64::MAX))?;
     let footprint = kernel_len.max(header.image_size);
-    let kernel_end_off = header.text_offset.checked_add(footprint).ok_or(too_big(u64::MAX))?;
+    let kernel_end_off = header
+        .text_offset
+        .checked_add(footprint)
+        .ok_or(too_big(u64::MAX))?;
     // The device tree lives in the last 2 MiB-aligned block (Linux maps it
     // early with a 2 MiB mapping, so it must not straddle that boundary).
     if ram_size < MIB2 || !ram_size.is_multiple_of(MIB2) {
@@ -116,7 +139,10 @@ pub fn plan(
     let mut top = dtb_off;
     let initrd = match initrd_len {
         Some(len) => {
-            let start = top.checked_sub(len).map(|s| s & !4095).ok_or(too_big(len.saturating_add(MIB2)))?;
+            let start = top
+                .checked_sub(len)
+                .map(|s| s & !4095)
+                .ok_or(too_big(len.saturating_add(MIB2)))?;
             top = start;
             Some((ram_base + start, len))
         }
@@ -128,7 +154,12 @@ pub fn plan(
             .saturating_add(MIB2);
         return Err(too_big(need));
     }
-    Ok(Layout { kernel, kernel_footprint: footprint, initrd, dtb })
+    Ok(Layout {
+        kernel,
+        kernel_footprint: footprint,
+        initrd,
+        dtb,
+    })
 }
 
 #[cfg(test)]
@@ -154,7 +185,9 @@ mod tests {
 
     #[test]
     fn real_prebuilt_image_when_present() {
-        let Ok(img) = std::fs::read("../../../shared/guests/linux-6.12-Image") else { return };
+        let Ok(img) = std::fs::read("../../../shared/guests/linux-6.12-Image") else {
+            return;
+        };
         let h = parse_header(&img).unwrap();
         assert_eq!(h.text_offset, 0x20_0000);
         assert!(h.image_size >= img.len() as u64);
@@ -166,7 +199,10 @@ mod tests {
         let mut h = header(0x20_0000, 0);
         h[57] = 0;
         assert_eq!(parse_header(&h), Err(LoadError::BadMagic));
-        assert_eq!(parse_header(&header(0x123, 0)), Err(LoadError::BadTextOffset(0x123)));
+        assert_eq!(
+            parse_header(&header(0x123, 0)),
+            Err(LoadError::BadTextOffset(0x123))
+        );
     }
 
     #[test]
@@ -189,8 +225,14 @@ mod tests {
     fn layout_refuses_ram_past_the_top_of_the_address_space() {
         let h = parse_header(&header(0, 0x1000)).unwrap();
         let base = 0xffff_ffff_ffe0_0000; // 2 MiB below 2^64
-        assert!(matches!(plan(&h, 0x100, None, base, 4 << 20), Err(LoadError::DoesNotFit { .. })));
-        assert!(matches!(plan(&h, 0x100, Some(0x10), base, 4 << 20), Err(LoadError::DoesNotFit { .. })));
+        assert!(matches!(
+            plan(&h, 0x100, None, base, 4 << 20),
+            Err(LoadError::DoesNotFit { .. })
+        ));
+        assert!(matches!(
+            plan(&h, 0x100, Some(0x10), base, 4 << 20),
+            Err(LoadError::DoesNotFit { .. })
+        ));
         // RAM that ends exactly at 2^64 is still usable.
         let l = plan(&h, 0x100, Some(0x10), base - (2 << 20), 4 << 20).unwrap();
         assert_eq!(l.dtb, base);
@@ -205,7 +247,10 @@ mod tests {
             plan(&h, 0x10, Some(30 << 20), 0x8000_0000, 32 << 20),
             Err(LoadError::DoesNotFit { .. })
         ));
-        assert!(matches!(plan(&h, 0x10, Some(u64::MAX), 0x8000_0000, 32 << 20), Err(_)));
+        assert!(matches!(
+            plan(&h, 0x10, Some(u64::MAX), 0x8000_0000, 32 << 20),
+            Err(_)
+        ));
         assert!(matches!(plan(&h, 0x10, None, 0x8000_0000, 3 << 20), Err(_)));
     }
 }

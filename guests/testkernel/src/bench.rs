@@ -55,7 +55,13 @@ struct HartRec {
     traps: u64,
 }
 
-static mut RECS: [HartRec; 2] = [const { HartRec { instret: 0, time: 0, traps: 0 } }; 2];
+static mut RECS: [HartRec; 2] = [const {
+    HartRec {
+        instret: 0,
+        time: 0,
+        traps: 0,
+    }
+}; 2];
 /// time at the started hart's first instruction (hsm.start).
 static mut ENTRY_TIME: u64 = 0;
 
@@ -211,7 +217,9 @@ impl Ctx {
         if self.filter.is_empty() {
             return true;
         }
-        self.filter.split(',').any(|p| !p.is_empty() && name.starts_with(p))
+        self.filter
+            .split(',')
+            .any(|p| !p.is_empty() && name.starts_with(p))
     }
 
     fn ticks_ns(&self, ticks: u64) -> u64 {
@@ -226,7 +234,10 @@ impl Ctx {
                 Fmt1(i, iters),
                 Fmt1(ns, iters)
             ),
-            None => println!("bench {name} iters={iters} instret_per_iter=n/a ns_per_iter={}", Fmt1(ns, iters)),
+            None => println!(
+                "bench {name} iters={iters} instret_per_iter=n/a ns_per_iter={}",
+                Fmt1(ns, iters)
+            ),
         }
     }
 
@@ -265,8 +276,15 @@ pub fn run(info: &BootInfo) -> ! {
         unsafe { asm!("csrw 0x14d, {0}", in(reg) usize::MAX) };
     })
     .is_none();
-    let cx = Ctx { timebase: info.timebase, filter, sstc };
-    println!("bench: start timebase={} vcpus={} hart={} sstc={}", info.timebase, info.vcpus, info.hartid, sstc);
+    let cx = Ctx {
+        timebase: info.timebase,
+        filter,
+        sstc,
+    };
+    println!(
+        "bench: start timebase={} vcpus={} hart={} sstc={}",
+        info.timebase, info.vcpus, info.hartid, sstc
+    );
     if cx.wanted("boot.reset_to_main") {
         cx.report("boot.reset_to_main", 1, None, t_start);
     }
@@ -326,7 +344,14 @@ pub fn run(info: &BootInfo) -> ! {
             });
             cx.report("trap.virtual", LOOP_ITERS, Some(i), t);
         } else {
-            cx.na("trap.virtual", if probe.is_none() { "hstatus-readable" } else { "unexpected-cause" });
+            cx.na(
+                "trap.virtual",
+                if probe.is_none() {
+                    "hstatus-readable"
+                } else {
+                    "unexpected-cause"
+                },
+            );
         }
     }
     if cx.wanted("timer.sbi") {
@@ -466,7 +491,13 @@ fn ipi_pingpong(cx: &Ctx, other: usize) {
     PONG_STOP.store(0, Ordering::SeqCst);
     sie_set(1 << 1);
     let seen = rec(0).2;
-    let r = sbi::call(HSM, 0, other, tk_bench_secondary as *const () as usize, stack2_top());
+    let r = sbi::call(
+        HSM,
+        0,
+        other,
+        tk_bench_secondary as *const () as usize,
+        stack2_top(),
+    );
     if r.error != 0 {
         sie_clear(1 << 1);
         return cx.na("ipi.pingpong", "hart_start-failed");
@@ -498,7 +529,13 @@ fn hsm_start(cx: &Ctx, other: usize) {
     for _ in 0..SMP_ITERS {
         let seen = rec(0).2;
         let t0 = time();
-        let r = sbi::call(HSM, 0, other, tk_bench_secondary as *const () as usize, stack2_top());
+        let r = sbi::call(
+            HSM,
+            0,
+            other,
+            tk_bench_secondary as *const () as usize,
+            stack2_top(),
+        );
         if r.error != 0 {
             break;
         }

@@ -34,8 +34,8 @@ use core::fmt::Write;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::sbi::{
-    BASE, DBCN, ERR_ALREADY_AVAILABLE, ERR_INVALID_ADDRESS, ERR_INVALID_PARAM, ERR_NOT_SUPPORTED, HSM, IPI,
-    RFENCE, SRST, TIME,
+    BASE, DBCN, ERR_ALREADY_AVAILABLE, ERR_INVALID_ADDRESS, ERR_INVALID_PARAM, ERR_NOT_SUPPORTED,
+    HSM, IPI, RFENCE, SRST, TIME,
 };
 use crate::trap::{expect_trap, LAST_TVAL};
 use crate::{check, println, BootInfo};
@@ -81,7 +81,11 @@ struct Detail {
 
 impl Detail {
     const fn new() -> Self {
-        Self { buf: [0; 200], len: 0, failures: 0 }
+        Self {
+            buf: [0; 200],
+            len: 0,
+            failures: 0,
+        }
     }
     /// Records a failure (only the first one's text is kept).
     fn fail(&mut self, args: core::fmt::Arguments) {
@@ -103,7 +107,11 @@ impl Detail {
         core::str::from_utf8(&self.buf[..self.len]).unwrap_or("?")
     }
     fn report(&self, name: &str) {
-        check(name, self.ok(), format_args!("{} ({} failure(s))", self.as_str(), self.failures));
+        check(
+            name,
+            self.ok(),
+            format_args!("{} ({} failure(s))", self.as_str(), self.failures),
+        );
     }
 }
 
@@ -176,7 +184,11 @@ fn call6(eid: usize, fid: usize, a: [usize; 6]) -> Full {
             inlateout("a6") fid => a6, inlateout("a7") eid => a7,
             options(nostack));
     }
-    Full { error, value, after: [a2, a3, a4, a5, a6, a7] }
+    Full {
+        error,
+        value,
+        after: [a2, a3, a4, a5, a6, a7],
+    }
 }
 
 impl Full {
@@ -244,13 +256,27 @@ fn access(op: Op, addr: usize, val: usize) -> (Option<usize>, usize) {
         // handler, which skips the instruction.
         unsafe {
             match op {
-                Op::Lb => asm!("lb {v}, 0({a})", a = in(reg) addr, v = inout(reg) v, options(nostack)),
-                Op::Lbu => asm!("lbu {v}, 0({a})", a = in(reg) addr, v = inout(reg) v, options(nostack)),
-                Op::Lh => asm!("lh {v}, 0({a})", a = in(reg) addr, v = inout(reg) v, options(nostack)),
-                Op::Lhu => asm!("lhu {v}, 0({a})", a = in(reg) addr, v = inout(reg) v, options(nostack)),
-                Op::Lw => asm!("lw {v}, 0({a})", a = in(reg) addr, v = inout(reg) v, options(nostack)),
-                Op::Lwu => asm!("lwu {v}, 0({a})", a = in(reg) addr, v = inout(reg) v, options(nostack)),
-                Op::Ld => asm!("ld {v}, 0({a})", a = in(reg) addr, v = inout(reg) v, options(nostack)),
+                Op::Lb => {
+                    asm!("lb {v}, 0({a})", a = in(reg) addr, v = inout(reg) v, options(nostack))
+                }
+                Op::Lbu => {
+                    asm!("lbu {v}, 0({a})", a = in(reg) addr, v = inout(reg) v, options(nostack))
+                }
+                Op::Lh => {
+                    asm!("lh {v}, 0({a})", a = in(reg) addr, v = inout(reg) v, options(nostack))
+                }
+                Op::Lhu => {
+                    asm!("lhu {v}, 0({a})", a = in(reg) addr, v = inout(reg) v, options(nostack))
+                }
+                Op::Lw => {
+                    asm!("lw {v}, 0({a})", a = in(reg) addr, v = inout(reg) v, options(nostack))
+                }
+                Op::Lwu => {
+                    asm!("lwu {v}, 0({a})", a = in(reg) addr, v = inout(reg) v, options(nostack))
+                }
+                Op::Ld => {
+                    asm!("ld {v}, 0({a})", a = in(reg) addr, v = inout(reg) v, options(nostack))
+                }
                 Op::Sb => asm!("sb {v}, 0({a})", a = in(reg) addr, v = in(reg) v, options(nostack)),
                 Op::Sh => asm!("sh {v}, 0({a})", a = in(reg) addr, v = in(reg) v, options(nostack)),
                 Op::Sw => asm!("sw {v}, 0({a})", a = in(reg) addr, v = in(reg) v, options(nostack)),
@@ -265,14 +291,22 @@ fn access(op: Op, addr: usize, val: usize) -> (Option<usize>, usize) {
 fn expect_fault(d: &mut Detail, op: Op, addr: usize, val: usize) {
     let (c, _) = access(op, addr, val);
     let t = tval();
-    d.expect(c == Some(op.fault()) && t == addr,
-        format_args!("{op:?} {addr:#x}: cause {c:?} stval {t:#x}, want {}", op.fault()));
+    d.expect(
+        c == Some(op.fault()) && t == addr,
+        format_args!(
+            "{op:?} {addr:#x}: cause {c:?} stval {t:#x}, want {}",
+            op.fault()
+        ),
+    );
 }
 
 /// The access must not fault; returns the loaded value.
 fn expect_no_fault(d: &mut Detail, op: Op, addr: usize, val: usize) -> usize {
     let (c, v) = access(op, addr, val);
-    d.expect(c.is_none(), format_args!("{op:?} {addr:#x}: unexpected cause {c:?}"));
+    d.expect(
+        c.is_none(),
+        format_args!("{op:?} {addr:#x}: unexpected cause {c:?}"),
+    );
     v
 }
 
@@ -301,9 +335,17 @@ fn scr_w(v: u8) {
 // ---------------------------------------------------------------------------
 
 pub fn run(info: &BootInfo) {
-    let mut vm = Vm { hartid: info.hartid, vcpus: info.vcpus, ram_end: 0, virtio: [(0, 0); 8] };
+    let mut vm = Vm {
+        hartid: info.hartid,
+        vcpus: info.vcpus,
+        ram_end: 0,
+        virtio: [(0, 0); 8],
+    };
     discover(info, &mut vm);
-    println!("# hostile: RAM {RAM_BASE:#x}..{:#x}, {} vCPU(s), hart {}", vm.ram_end, vm.vcpus, vm.hartid);
+    println!(
+        "# hostile: RAM {RAM_BASE:#x}..{:#x}, {} vCPU(s), hart {}",
+        vm.ram_end, vm.vcpus, vm.hartid
+    );
     for (b, sz) in vm.virtio() {
         // SAFETY: a virtio-mmio window the DT gave us; DeviceID is 32-bit.
         let id = unsafe { ((b + 8) as *const u32).read_volatile() };
@@ -328,7 +370,11 @@ pub fn run(info: &BootInfo) {
 
     let r = call(BASE, 0, 0, 0, 0);
     let alive = r.error == 0 && r.value >= 0x0200_0000;
-    check("hostile: BASE get_spec_version still answers after all attacks", alive, format_args!("{r:?}"));
+    check(
+        "hostile: BASE get_spec_version still answers after all attacks",
+        alive,
+        format_args!("{r:?}"),
+    );
     if alive {
         println!("hostile: hypervisor still answering");
     }
@@ -351,7 +397,10 @@ fn discover(info: &BootInfo, vm: &mut Vm) {
         if u32::from_be(magic) == 0xd00d_feed {
             // SAFETY: a DTB header (the fdt crate validates the rest).
             if let Ok(fdt) = unsafe { fdt::Fdt::from_ptr(p as *const u8) } {
-                let region = fdt.find_node("/memory").and_then(|n| n.reg()).and_then(|mut r| r.next());
+                let region = fdt
+                    .find_node("/memory")
+                    .and_then(|n| n.reg())
+                    .and_then(|mut r| r.next());
                 if let Some(r) = region {
                     if let (RAM_BASE, Some(size)) = (r.starting_address as usize, r.size) {
                         vm.ram_end = RAM_BASE + size;
@@ -359,7 +408,9 @@ fn discover(info: &BootInfo, vm: &mut Vm) {
                 }
                 let mut n = 0;
                 for node in fdt.all_nodes() {
-                    let virtio = node.compatible().is_some_and(|c| c.all().any(|s| s == "virtio,mmio"));
+                    let virtio = node
+                        .compatible()
+                        .is_some_and(|c| c.all().any(|s| s == "virtio,mmio"));
                     if !virtio || n == vm.virtio.len() {
                         continue;
                     }
@@ -396,7 +447,11 @@ fn discover(info: &BootInfo, vm: &mut Vm) {
 /// around RAM, and far out of range.
 fn unmapped_accesses(vm: &Vm) {
     let e = vm.ram_end;
-    let past_virtio = vm.virtio().map(|(b, _)| (b & !0xfff) + 0x1000).max().unwrap_or(0x1000_1000);
+    let past_virtio = vm
+        .virtio()
+        .map(|(b, _)| (b & !0xfff) + 0x1000)
+        .max()
+        .unwrap_or(0x1000_1000);
     let targets: [(usize, &str); 21] = [
         (0x0, "null"),
         (0x1000, "host boot ROM"),
@@ -418,7 +473,10 @@ fn unmapped_accesses(vm: &Vm) {
         (1 << 40, "2^40"),
         (1 << 41, "2^41 (past Sv39x4)"),
         (0xffff_ffff_ffff_f000, "0xffff_ffff_ffff_f000"),
-        (0xffff_ffff_ffff_fff8, "last doubleword of the address space"),
+        (
+            0xffff_ffff_ffff_fff8,
+            "last doubleword of the address space",
+        ),
     ];
     for (addr, what) in targets {
         if vm.in_virtio(addr) {
@@ -434,7 +492,10 @@ fn unmapped_accesses(vm: &Vm) {
             expect_fault(&mut d, op, addr, 0x5555);
         }
         let mut name = Detail::new();
-        let _ = write!(name, "unmapped: lb..ld / sb..sd at {addr:#x} ({what}) are access faults");
+        let _ = write!(
+            name,
+            "unmapped: lb..ld / sb..sd at {addr:#x} ({what}) are access faults"
+        );
         d.report(name.as_str());
     }
 
@@ -472,23 +533,35 @@ fn mmio(vm: &Vm) {
     for (name, addr) in [("vPLIC", PLIC + 4), ("UART", UART), ("UART MCR", UART + 4)] {
         let c = expect_trap(|| {
             // SAFETY: a hostile AMO; the fault is caught and skipped.
-            unsafe { asm!("amoswap.w {0}, {1}, ({2})", out(reg) _, in(reg) 7, in(reg) addr, options(nostack)) }
+            unsafe {
+                asm!("amoswap.w {0}, {1}, ({2})", out(reg) _, in(reg) 7, in(reg) addr, options(nostack))
+            }
         });
-        d.expect(c == Some(7) && tval() == addr, format_args!("amoswap.w {name}: {c:?} stval {:#x}", tval()));
+        d.expect(
+            c == Some(7) && tval() == addr,
+            format_args!("amoswap.w {name}: {c:?} stval {:#x}", tval()),
+        );
         let c = expect_trap(|| {
             // SAFETY: as above.
-            unsafe { asm!("amoor.w {0}, {1}, ({2})", out(reg) _, in(reg) 0x41, in(reg) addr, options(nostack)) }
+            unsafe {
+                asm!("amoor.w {0}, {1}, ({2})", out(reg) _, in(reg) 0x41, in(reg) addr, options(nostack))
+            }
         });
         d.expect(c == Some(7), format_args!("amoor.w {name}: {c:?}"));
     }
     for (name, addr) in [("vPLIC", PLIC + 8), ("UART", UART)] {
         let c = expect_trap(|| {
             // SAFETY: as above.
-            unsafe { asm!("amoadd.d {0}, {1}, ({2})", out(reg) _, in(reg) 1, in(reg) addr, options(nostack)) }
+            unsafe {
+                asm!("amoadd.d {0}, {1}, ({2})", out(reg) _, in(reg) 1, in(reg) addr, options(nostack))
+            }
         });
         d.expect(c == Some(7), format_args!("amoadd.d {name}: {c:?}"));
     }
-    d.expect(plic_r(4) == 3 && plic_r(8) == 5, format_args!("vPLIC priorities changed: {} {}", plic_r(4), plic_r(8)));
+    d.expect(
+        plic_r(4) == 3 && plic_r(8) == 5,
+        format_args!("vPLIC priorities changed: {} {}", plic_r(4), plic_r(8)),
+    );
     d.report("mmio: AMOs on the vPLIC and UART are store/AMO access faults");
 
     let mut d = Detail::new();
@@ -508,11 +581,19 @@ fn mmio(vm: &Vm) {
         let mut rd: usize = 0;
         let c = expect_trap(|| {
             // SAFETY: as above.
-            unsafe { asm!("sc.w {0}, {1}, ({2})", inout(reg) rd, in(reg) 1, in(reg) addr, options(nostack)) }
+            unsafe {
+                asm!("sc.w {0}, {1}, ({2})", inout(reg) rd, in(reg) 1, in(reg) addr, options(nostack))
+            }
         });
-        d.expect(c == Some(7) || (c.is_none() && rd != 0), format_args!("sc.w {name}: {c:?} rd={rd}"));
+        d.expect(
+            c == Some(7) || (c.is_none() && rd != 0),
+            format_args!("sc.w {name}: {c:?} rd={rd}"),
+        );
     }
-    d.expect(plic_r(4) == 3, format_args!("vPLIC priority 1 changed: {}", plic_r(4)));
+    d.expect(
+        plic_r(4) == 3,
+        format_args!("vPLIC priority 1 changed: {}", plic_r(4)),
+    );
     d.report("mmio: LR is a load access fault, SC faults or fails, on the vPLIC and UART");
 
     // Widths and alignment on the vPLIC (32-bit registers only).
@@ -528,8 +609,13 @@ fn mmio(vm: &Vm) {
     for op in [Op::Sb, Op::Sh, Op::Sd] {
         expect_fault(&mut d, op, PLIC + 8, 7);
     }
-    d.expect(plic_r(4) == 3 && plic_r(8) == 5, format_args!("vPLIC priorities changed: {} {}", plic_r(4), plic_r(8)));
-    d.report("mmio: vPLIC byte/half/double and misaligned word accesses fault, registers unchanged");
+    d.expect(
+        plic_r(4) == 3 && plic_r(8) == 5,
+        format_args!("vPLIC priorities changed: {} {}", plic_r(4), plic_r(8)),
+    );
+    d.report(
+        "mmio: vPLIC byte/half/double and misaligned word accesses fault, registers unchanged",
+    );
 
     // Widths on the UART (byte registers only); the scratch register keeps
     // its value.
@@ -541,7 +627,10 @@ fn mmio(vm: &Vm) {
     expect_fault(&mut d, Op::Sw, UART + 4, 0xffff_ffff);
     expect_fault(&mut d, Op::Sd, UART, 0x4141_4141_4141_4141);
     expect_fault(&mut d, Op::Lh, UART + 7, 0);
-    d.expect(scr_r() == 0x5a, format_args!("UART scratch changed to {:#x}", scr_r()));
+    d.expect(
+        scr_r() == 0x5a,
+        format_args!("UART scratch changed to {:#x}", scr_r()),
+    );
     d.report("mmio: UART half/word/double accesses fault, scratch register unchanged");
 
     // Floating-point loads/stores on MMIO (FS must be on, or they are
@@ -569,20 +658,23 @@ fn mmio(vm: &Vm) {
         unsafe { asm!("fsd ft0, 0({0})", in(reg) UART, out("ft0") _, options(nostack)) }
     });
     d.expect(c == Some(7), format_args!("fsd UART: {c:?}"));
-    d.expect(plic_r(4) == 3 && scr_r() == 0x5a, format_args!("device state changed"));
+    d.expect(
+        plic_r(4) == 3 && scr_r() == 0x5a,
+        format_args!("device state changed"),
+    );
     d.report("mmio: FP loads/stores (flw/fld/fsw/fsd) on the vPLIC and UART fault");
 
     // vPLIC registers of contexts this VM does not have, and the window's
     // last word: faults. In-range reserved words: read 0, writes ignored.
     let mut d = Detail::new();
     let bad = [
-        0x2000 + 0x80 * n,              // enable word 0 of context n
-        0x2000 + 0x80 * n + 4,          // enable word 1 of context n
-        0x1f_fffc,                      // last enable word of the map
-        0x20_0000 + 0x1000 * n,         // threshold of context n
-        0x20_0004 + 0x1000 * n,         // claim of context n
-        0x20_0000 + 0x1000 * 15871,     // threshold of the last context
-        PLIC_SIZE - 4,                  // last word of the window
+        0x2000 + 0x80 * n,          // enable word 0 of context n
+        0x2000 + 0x80 * n + 4,      // enable word 1 of context n
+        0x1f_fffc,                  // last enable word of the map
+        0x20_0000 + 0x1000 * n,     // threshold of context n
+        0x20_0004 + 0x1000 * n,     // claim of context n
+        0x20_0000 + 0x1000 * 15871, // threshold of the last context
+        PLIC_SIZE - 4,              // last word of the window
     ];
     for off in bad {
         expect_fault(&mut d, Op::Lw, PLIC + off, 0);
@@ -598,9 +690,15 @@ fn mmio(vm: &Vm) {
     expect_no_fault(&mut d, Op::Sw, PLIC + 0x1000, 0xffff_ffff); // pending: read-only
     expect_no_fault(&mut d, Op::Sw, PLIC + 0x80, 7); // priority of source 32 (absent)
     let v = expect_no_fault(&mut d, Op::Lw, PLIC + 0x80, 0x1234);
-    d.expect(v == 0, format_args!("absent source 32 priority reads {v:#x}"));
+    d.expect(
+        v == 0,
+        format_args!("absent source 32 priority reads {v:#x}"),
+    );
     let v = expect_no_fault(&mut d, Op::Lw, PLIC + 0x1000, 0x1234);
-    d.expect(v & 0x6 == 0, format_args!("pending word 0 = {v:#x} after a write of all ones"));
+    d.expect(
+        v & 0x6 == 0,
+        format_args!("pending word 0 = {v:#x} after a write of all ones"),
+    );
     d.report("mmio: reserved in-range vPLIC words read 0 and ignore writes");
 
     // The UART window: offsets past the 8 registers read 0; past the
@@ -615,7 +713,10 @@ fn mmio(vm: &Vm) {
     expect_fault(&mut d, Op::Sb, UART + 0x100, 0x41);
     expect_fault(&mut d, Op::Lw, PLIC - 4, 0);
     expect_fault(&mut d, Op::Sw, PLIC - 4, 0);
-    d.expect(scr_r() == 0x5a, format_args!("UART scratch changed to {:#x}", scr_r()));
+    d.expect(
+        scr_r() == 0x5a,
+        format_args!("UART scratch changed to {:#x}", scr_r()),
+    );
     d.report("mmio: UART window edges (0x08..0xff read 0, 0x100 faults) and below the vPLIC");
     plic_w(4, 0);
     plic_w(8, 0);
@@ -719,7 +820,9 @@ fn virtio(vm: &Vm) {
         expect_fault(&mut d, Op::Ld, base + 0x100, 0);
         let c = expect_trap(|| {
             // SAFETY: a hostile AMO on a device register.
-            unsafe { asm!("amoor.w {0}, {1}, ({2})", out(reg) _, in(reg) 0xff, in(reg) base + VIRTIO_STATUS, options(nostack)) }
+            unsafe {
+                asm!("amoor.w {0}, {1}, ({2})", out(reg) _, in(reg) 0xff, in(reg) base + VIRTIO_STATUS, options(nostack))
+            }
         });
         d.expect(c == Some(7), format_args!("amoor.w status: {c:?}"));
         let c = expect_trap(|| {
@@ -734,8 +837,13 @@ fn virtio(vm: &Vm) {
             }
         }
         let magic = vr(base, 0);
-        d.expect(magic == 0x7472_6976 && vr(base, VIRTIO_STATUS) == 0,
-            format_args!("magic {magic:#x} status {:#x} after the attacks", vr(base, VIRTIO_STATUS)));
+        d.expect(
+            magic == 0x7472_6976 && vr(base, VIRTIO_STATUS) == 0,
+            format_args!(
+                "magic {magic:#x} status {:#x} after the attacks",
+                vr(base, VIRTIO_STATUS)
+            ),
+        );
         let mut name = Detail::new();
         let _ = write!(name, "virtio: device {id} at {base:#x}: non-32-bit, misaligned, AMO/LR and out-of-window accesses fault");
         d.report(name.as_str());
@@ -761,15 +869,22 @@ fn virtio(vm: &Vm) {
         ("desc crossing RAM end", e - 64, avail, used),
         ("desc in the vPLIC", PLIC, avail, used),
         ("avail in the UART", desc, UART, used),
-        ("used at the top of the address space", desc, avail, usize::MAX - 0x3f),
+        (
+            "used at the top of the address space",
+            desc,
+            avail,
+            usize::MAX - 0x3f,
+        ),
         ("used below RAM", desc, avail, RAM_BASE - 0x40),
         ("misaligned desc", desc + 8, avail, used),
     ] {
         match virtio_setup(base, dsc, av, us) {
             Ok(st) => {
                 let ready = vr(base, 0x44);
-                d.expect(ready == 0 && st & 4 == 0,
-                    format_args!("{what}: QueueReady {ready} status {st:#x}"));
+                d.expect(
+                    ready == 0 && st & 4 == 0,
+                    format_args!("{what}: QueueReady {ready} status {st:#x}"),
+                );
             }
             Err(why) => d.fail(format_args!("{what}: set-up failed: {why}")),
         }
@@ -782,16 +897,69 @@ fn virtio(vm: &Vm) {
     let scratch = core::ptr::addr_of_mut!(SCRATCH) as usize;
     type Case = (&'static str, [(u64, u32, u16, u16); 2], u16, u16);
     let cases: [Case; 10] = [
-        ("buffer crossing RAM end", [((e - 8) as u64, 64, DESC_WRITE, 0), (0, 0, 0, 0)], 0, 1),
-        ("buffer below RAM", [((RAM_BASE - 16) as u64, 32, DESC_WRITE, 0), (0, 0, 0, 0)], 0, 1),
-        ("buffer on the vPLIC", [((PLIC + 4) as u64, 4, DESC_WRITE, 0), (0, 0, 0, 0)], 0, 1),
-        ("buffer on the UART", [(UART as u64, 8, DESC_WRITE, 0), (0, 0, 0, 0)], 0, 1),
-        ("buffer on the test finisher", [(0x10_0000, 4, DESC_WRITE, 0), (0, 0, 0, 0)], 0, 1),
-        ("wrapping buffer", [(u64::MAX - 15, 32, DESC_WRITE, 0), (0, 0, 0, 0)], 0, 1),
-        ("descriptor loop", [(scratch as u64, 16, DESC_WRITE | DESC_NEXT, 1), (scratch as u64, 16, DESC_WRITE | DESC_NEXT, 0)], 0, 1),
-        ("head index past the table", [(scratch as u64, 16, DESC_WRITE, 0), (0, 0, 0, 0)], 200, 1),
-        ("avail idx far ahead", [(scratch as u64, 16, DESC_WRITE, 0), (0, 0, 0, 0)], 0, 1000),
-        ("indirect not negotiated", [(scratch as u64, 32, DESC_INDIRECT, 0), (0, 0, 0, 0)], 0, 1),
+        (
+            "buffer crossing RAM end",
+            [((e - 8) as u64, 64, DESC_WRITE, 0), (0, 0, 0, 0)],
+            0,
+            1,
+        ),
+        (
+            "buffer below RAM",
+            [((RAM_BASE - 16) as u64, 32, DESC_WRITE, 0), (0, 0, 0, 0)],
+            0,
+            1,
+        ),
+        (
+            "buffer on the vPLIC",
+            [((PLIC + 4) as u64, 4, DESC_WRITE, 0), (0, 0, 0, 0)],
+            0,
+            1,
+        ),
+        (
+            "buffer on the UART",
+            [(UART as u64, 8, DESC_WRITE, 0), (0, 0, 0, 0)],
+            0,
+            1,
+        ),
+        (
+            "buffer on the test finisher",
+            [(0x10_0000, 4, DESC_WRITE, 0), (0, 0, 0, 0)],
+            0,
+            1,
+        ),
+        (
+            "wrapping buffer",
+            [(u64::MAX - 15, 32, DESC_WRITE, 0), (0, 0, 0, 0)],
+            0,
+            1,
+        ),
+        (
+            "descriptor loop",
+            [
+                (scratch as u64, 16, DESC_WRITE | DESC_NEXT, 1),
+                (scratch as u64, 16, DESC_WRITE | DESC_NEXT, 0),
+            ],
+            0,
+            1,
+        ),
+        (
+            "head index past the table",
+            [(scratch as u64, 16, DESC_WRITE, 0), (0, 0, 0, 0)],
+            200,
+            1,
+        ),
+        (
+            "avail idx far ahead",
+            [(scratch as u64, 16, DESC_WRITE, 0), (0, 0, 0, 0)],
+            0,
+            1000,
+        ),
+        (
+            "indirect not negotiated",
+            [(scratch as u64, 32, DESC_INDIRECT, 0), (0, 0, 0, 0)],
+            0,
+            1,
+        ),
     ];
     let mut d = Detail::new();
     for (what, descs, head, idx) in cases {
@@ -814,15 +982,24 @@ fn virtio(vm: &Vm) {
                 vw(base, 0x50, 0); // QueueNotify
                 let st = vr(base, VIRTIO_STATUS);
                 let used_idx = vq.used_hdr[1];
-                d.expect(st & VIRTIO_NEEDS_RESET != 0 && used_idx == 0,
-                    format_args!("{what}: status {st:#x} used idx {used_idx}"));
+                d.expect(
+                    st & VIRTIO_NEEDS_RESET != 0 && used_idx == 0,
+                    format_args!("{what}: status {st:#x} used idx {used_idx}"),
+                );
             }
             Ok(st) => d.fail(format_args!("{what}: device not live, status {st:#x}")),
             Err(why) => d.fail(format_args!("{what}: set-up failed: {why}")),
         }
         vw(base, VIRTIO_STATUS, 0);
     }
-    d.expect(plic_r(4) == 3 && scr_r() == 0x5a, format_args!("device state changed: prio {} scr {:#x}", plic_r(4), scr_r()));
+    d.expect(
+        plic_r(4) == 3 && scr_r() == 0x5a,
+        format_args!(
+            "device state changed: prio {} scr {:#x}",
+            plic_r(4),
+            scr_r()
+        ),
+    );
     d.report("virtio-rng: buffers outside RAM/in MMIO/wrapping, loops, bad indices fail the device (NEEDS_RESET)");
 
     // After all that, a reset device still serves a good request.
@@ -848,9 +1025,11 @@ fn virtio(vm: &Vm) {
     }
     // SAFETY: as above.
     let (id, len) = unsafe { core::ptr::addr_of!(vq.used[0]).read_volatile() };
-    check("virtio-rng: after a reset the device serves a request in RAM",
+    check(
+        "virtio-rng: after a reset the device serves a request in RAM",
         r.is_ok_and(|s| s & 4 != 0) && used_idx() == 1 && id == 0 && (1..=64).contains(&len),
-        format_args!("setup {r:?} used idx {} id {id} len {len}", used_idx()));
+        format_args!("setup {r:?} used idx {} id {id} len {len}", used_idx()),
+    );
     vw(base, VIRTIO_STATUS, 0);
     plic_w(4, 0);
 }
@@ -893,7 +1072,10 @@ fn h_instructions() {
     word!(d, "hsv.h", "0x66a54073");
     word!(d, "hsv.w", "0x6aa54073");
     word!(d, "hsv.d", "0x6ea54073");
-    d.expect(TARGET.load(Ordering::SeqCst) == 0x1111, format_args!("hsv changed memory"));
+    d.expect(
+        TARGET.load(Ordering::SeqCst) == 0x1111,
+        format_args!("hsv changed memory"),
+    );
     d.report("h-ext: hlv.*, hlvx.*, hsv.* are illegal instructions");
 
     let mut d = Detail::new();
@@ -924,8 +1106,10 @@ fn h_instructions() {
     let mut d = Detail::new();
     // hstatus hedeleg hideleg hie htimedelta hcounteren hgeie henvcfg
     // htval hip hvip htinst hgatp hgeip
-    csrs!(d, "0x600", "0x602", "0x603", "0x604", "0x605", "0x606", "0x607", "0x60a", "0x643", "0x644",
-        "0x645", "0x64a", "0x680", "0xe12");
+    csrs!(
+        d, "0x600", "0x602", "0x603", "0x604", "0x605", "0x606", "0x607", "0x60a", "0x643",
+        "0x644", "0x645", "0x64a", "0x680", "0xe12"
+    );
     d.report("h-ext: HS CSRs (hstatus..hgatp, hgeip) read/write/set are illegal instructions");
 
     let mut d = Detail::new();
@@ -936,8 +1120,10 @@ fn h_instructions() {
     let mut d = Detail::new();
     // mstatus misa medeleg mideleg mie mtvec mscratch mepc mcause mip
     // pmpcfg0 pmpaddr0 mcycle mhartid mvendorid
-    csrs!(d, "0x300", "0x301", "0x302", "0x303", "0x304", "0x305", "0x340", "0x341", "0x342", "0x344",
-        "0x3a0", "0x3b0", "0xb00", "0xf14", "0xf11");
+    csrs!(
+        d, "0x300", "0x301", "0x302", "0x303", "0x304", "0x305", "0x340", "0x341", "0x342",
+        "0x344", "0x3a0", "0x3b0", "0xb00", "0xf14", "0xf11"
+    );
     d.report("h-ext: M CSRs are illegal instructions");
 
     // hpmcounter3 is not enabled in hcounteren; time is.
@@ -992,7 +1178,10 @@ macro_rules! in_user {
 fn user_mode() {
     let mut d = Detail::new();
     let c = in_user!("ecall");
-    d.expect(c == Some(8), format_args!("ecall from U: {c:?}, want 8 (a U-mode ecall is the guest's)"));
+    d.expect(
+        c == Some(8),
+        format_args!("ecall from U: {c:?}, want 8 (a U-mode ecall is the guest's)"),
+    );
     let c = in_user!("csrr t0, sstatus");
     d.expect(c == Some(2), format_args!("csrr sstatus from U: {c:?}"));
     let c = in_user!("csrw satp, zero");
@@ -1019,10 +1208,19 @@ fn user_mode() {
     // complete in bounded time (QEMU without virtualization halts until an
     // interrupt, as Rivet does for VU-mode); what must not happen is a hang
     // or anything but those two.
-    println!("# vu-mode: wfi answered cause {c:?} ({})",
-        if c == Some(2) { "illegal instruction" } else { "completed like a halt" });
-    check("vu-mode: wfi with a timer armed is illegal or completes, no hang", c == Some(2) || c == Some(3),
-        format_args!("cause {c:?} stval {t:#x}"));
+    println!(
+        "# vu-mode: wfi answered cause {c:?} ({})",
+        if c == Some(2) {
+            "illegal instruction"
+        } else {
+            "completed like a halt"
+        }
+    );
+    check(
+        "vu-mode: wfi with a timer armed is illegal or completes, no hang",
+        c == Some(2) || c == Some(3),
+        format_args!("cause {c:?} stval {t:#x}"),
+    );
 }
 
 /// Attack 2: every SBI extension `probe` does not report, with random
@@ -1039,19 +1237,40 @@ fn sbi_fuzz() {
     let cats: [(&str, usize, Gen); 10] = [
         ("reserved legacy 0x09..0x0f", 140, |_, i| 0x09 + i % 7),
         ("small 0x11..0xff", 100, |r, _| 0x11 + r.next() % 0xef),
-        ("experimental 0x08000000..", 200, |r, _| 0x0800_0000 | (r.next() & 0xff_ffff)),
-        ("vendor 0x09000000..", 300, |r, _| 0x0900_0000 | (r.next() & 0xff_ffff)),
-        ("firmware 0x0a000000..", 300, |r, _| 0x0a00_0000 | (r.next() & 0xff_ffff)),
+        ("experimental 0x08000000..", 200, |r, _| {
+            0x0800_0000 | (r.next() & 0xff_ffff)
+        }),
+        ("vendor 0x09000000..", 300, |r, _| {
+            0x0900_0000 | (r.next() & 0xff_ffff)
+        }),
+        ("firmware 0x0a000000..", 300, |r, _| {
+            0x0a00_0000 | (r.next() & 0xff_ffff)
+        }),
         ("random 32-bit", 300, |r, _| r.next() & 0xffff_ffff),
-        ("random sign-extended 32-bit", 200, |r, _| (r.next() as u32 | 0x8000_0000) as i32 as isize as usize),
+        ("random sign-extended 32-bit", 200, |r, _| {
+            (r.next() as u32 | 0x8000_0000) as i32 as isize as usize
+        }),
         ("random 64-bit", 200, |r, _| r.next()),
         ("implemented eid with upper bits set", 140, |r, i| {
             [BASE, TIME, IPI, RFENCE, HSM, SRST, DBCN][i % 7] | ((r.next() | 1) << 32)
         }),
-        ("unimplemented standard (PMU SUSP CPPC NACL STA SSE FWFT DBTR MPXY)", 90, |_, i| {
-            [0x50_4D55, 0x5355_5350, 0x4350_5043, 0x4E41_434C, 0x53_5441, 0x53_5345, 0x4657_4654, 0x4442_5452,
-                0x4D50_5859][i % 9]
-        }),
+        (
+            "unimplemented standard (PMU SUSP CPPC NACL STA SSE FWFT DBTR MPXY)",
+            90,
+            |_, i| {
+                [
+                    0x50_4D55,
+                    0x5355_5350,
+                    0x4350_5043,
+                    0x4E41_434C,
+                    0x53_5441,
+                    0x53_5345,
+                    0x4657_4654,
+                    0x4442_5452,
+                    0x4D50_5859,
+                ][i % 9]
+            },
+        ),
     ];
     let mut total = 0;
     for (name, count, gen) in cats {
@@ -1065,18 +1284,43 @@ fn sbi_fuzz() {
                 continue;
             }
             let p = call(BASE, 3, eid, 0, 0);
-            d.expect(p.error == 0 && p.value == 0, format_args!("probe {eid:#x}: {p:?}"));
-            let fid = if rng.next() & 1 == 0 { rng.next() & 0xff } else { rng.next() };
-            let a = [rng.next(), rng.next(), rng.next(), rng.next(), rng.next(), rng.next()];
+            d.expect(
+                p.error == 0 && p.value == 0,
+                format_args!("probe {eid:#x}: {p:?}"),
+            );
+            let fid = if rng.next() & 1 == 0 {
+                rng.next() & 0xff
+            } else {
+                rng.next()
+            };
+            let a = [
+                rng.next(),
+                rng.next(),
+                rng.next(),
+                rng.next(),
+                rng.next(),
+                rng.next(),
+            ];
             let r = call6(eid, fid, a);
-            d.expect(r.error == ERR_NOT_SUPPORTED && r.value == 0,
-                format_args!("eid {eid:#x} fid {fid:#x}: error {} value {:#x}", r.error, r.value));
-            d.expect(r.preserved(eid, fid, &a), format_args!("eid {eid:#x}: a2..a7 clobbered {:x?}", r.after));
+            d.expect(
+                r.error == ERR_NOT_SUPPORTED && r.value == 0,
+                format_args!(
+                    "eid {eid:#x} fid {fid:#x}: error {} value {:#x}",
+                    r.error, r.value
+                ),
+            );
+            d.expect(
+                r.preserved(eid, fid, &a),
+                format_args!("eid {eid:#x}: a2..a7 clobbered {:x?}", r.after),
+            );
             done += 1;
         }
         total += done;
         let mut title = Detail::new();
-        let _ = write!(title, "sbi fuzz: {count} calls to {name} eids: NOT_SUPPORTED, value 0, probe 0");
+        let _ = write!(
+            title,
+            "sbi fuzz: {count} calls to {name} eids: NOT_SUPPORTED, value 0, probe 0"
+        );
         d.report(title.as_str());
     }
 
@@ -1084,21 +1328,47 @@ fn sbi_fuzz() {
     // are the hfence functions Rivet does not offer).
     let mut d = Detail::new();
     let mut n = 0;
-    for (eid, first_bad) in [(BASE, 7), (TIME, 1), (IPI, 1), (RFENCE, 3), (HSM, 4), (SRST, 1), (DBCN, 3)] {
+    for (eid, first_bad) in [
+        (BASE, 7),
+        (TIME, 1),
+        (IPI, 1),
+        (RFENCE, 3),
+        (HSM, 4),
+        (SRST, 1),
+        (DBCN, 3),
+    ] {
         for k in 0..40 {
             let fid = match k {
                 0..=3 => first_bad + k,
                 4 => usize::MAX,
                 5 => 1 << 32,
                 6 => first_bad | (1 << 32),
-                _ => (first_bad + rng.next() % 0x1_0000_0000).wrapping_add(if rng.next() & 1 == 0 { 0 } else { rng.next() & !0xffff_ffff }),
+                _ => {
+                    (first_bad + rng.next() % 0x1_0000_0000).wrapping_add(if rng.next() & 1 == 0 {
+                        0
+                    } else {
+                        rng.next() & !0xffff_ffff
+                    })
+                }
             };
             let fid = if fid < first_bad { first_bad } else { fid };
-            let a = [rng.next(), rng.next(), rng.next(), rng.next(), rng.next(), rng.next()];
+            let a = [
+                rng.next(),
+                rng.next(),
+                rng.next(),
+                rng.next(),
+                rng.next(),
+                rng.next(),
+            ];
             let r = call6(eid, fid, a);
-            d.expect(r.error == ERR_NOT_SUPPORTED && r.value == 0,
-                format_args!("eid {eid:#x} fid {fid:#x}: {} {:#x}", r.error, r.value));
-            d.expect(r.preserved(eid, fid, &a), format_args!("eid {eid:#x} fid {fid:#x}: a2..a7 clobbered"));
+            d.expect(
+                r.error == ERR_NOT_SUPPORTED && r.value == 0,
+                format_args!("eid {eid:#x} fid {fid:#x}: {} {:#x}", r.error, r.value),
+            );
+            d.expect(
+                r.preserved(eid, fid, &a),
+                format_args!("eid {eid:#x} fid {fid:#x}: a2..a7 clobbered"),
+            );
             n += 1;
         }
     }
@@ -1111,11 +1381,20 @@ fn sbi_fuzz() {
 fn sbi_registers() {
     let mut d = Detail::new();
     let a = [0, 0, 0x2222, 0x3333, 0x4444, 0x5555];
-    for (eid, fid, a0) in [(BASE, 0, 0), (BASE, 3, TIME), (TIME, 0, usize::MAX), (HSM, 2, 0), (DBCN, 2, b'\n' as usize)] {
+    for (eid, fid, a0) in [
+        (BASE, 0, 0),
+        (BASE, 3, TIME),
+        (TIME, 0, usize::MAX),
+        (HSM, 2, 0),
+        (DBCN, 2, b'\n' as usize),
+    ] {
         let mut args = a;
         args[0] = a0;
         let r = call6(eid, fid, args);
-        d.expect(r.error == 0 && r.preserved(eid, fid, &args), format_args!("eid {eid:#x} fid {fid}: {r:?}"));
+        d.expect(
+            r.error == 0 && r.preserved(eid, fid, &args),
+            format_args!("eid {eid:#x} fid {fid}: {r:?}"),
+        );
     }
     d.report("sbi: successful calls preserve a2..a7");
 }
@@ -1167,37 +1446,77 @@ fn hsm(vm: &Vm) {
     let mut d = Detail::new();
     for h in [n, 64, 65, 1 << 32, 1 << 40, 1 << 63, usize::MAX] {
         let r = call(HSM, 0, h, good, 0);
-        d.expect(r.error == ERR_INVALID_PARAM, format_args!("start({h:#x}): {r:?}"));
+        d.expect(
+            r.error == ERR_INVALID_PARAM,
+            format_args!("start({h:#x}): {r:?}"),
+        );
     }
     d.report("hsm: hart_start of nonexistent harts is INVALID_PARAM");
 
     let r = call(HSM, 0, vm.hartid, good, 0);
-    check("hsm: hart_start of itself is ALREADY_AVAILABLE", r.error == ERR_ALREADY_AVAILABLE, format_args!("{r:?}"));
+    check(
+        "hsm: hart_start of itself is ALREADY_AVAILABLE",
+        r.error == ERR_ALREADY_AVAILABLE,
+        format_args!("{r:?}"),
+    );
 
     let mut d = Detail::new();
     for h in [n, 64, 1 << 32, 1 << 63, usize::MAX] {
         let r = call(HSM, 2, h, 0, 0);
-        d.expect(r.error == ERR_INVALID_PARAM, format_args!("status({h:#x}): {r:?}"));
+        d.expect(
+            r.error == ERR_INVALID_PARAM,
+            format_args!("status({h:#x}): {r:?}"),
+        );
     }
     d.report("hsm: hart_get_status of nonexistent harts is INVALID_PARAM");
 
     let mut d = Detail::new();
-    for t in [1usize, 2, 0x0fff_ffff, 0x1000_0000, 0x7fff_ffff, 0x8000_0001, 0x8fff_ffff, 0x9000_0000, 0xffff_ffff,
-        0xffff_ffff_0000_0001]
-    {
+    for t in [
+        1usize,
+        2,
+        0x0fff_ffff,
+        0x1000_0000,
+        0x7fff_ffff,
+        0x8000_0001,
+        0x8fff_ffff,
+        0x9000_0000,
+        0xffff_ffff,
+        0xffff_ffff_0000_0001,
+    ] {
         let r = call(HSM, 3, t, good, 0);
-        d.expect(r.error == ERR_INVALID_PARAM, format_args!("suspend({t:#x}): {r:?}"));
+        d.expect(
+            r.error == ERR_INVALID_PARAM,
+            format_args!("suspend({t:#x}): {r:?}"),
+        );
     }
     d.report("hsm: hart_suspend with reserved/platform types is INVALID_PARAM");
 
-    let bad_addrs = [0, 0x1000, UART, PLIC, RAM_BASE - 4, RAM_BASE - 2, e, e - 3, e - 2, e + 4096, usize::MAX,
-        usize::MAX - 3, 1 << 40];
+    let bad_addrs = [
+        0,
+        0x1000,
+        UART,
+        PLIC,
+        RAM_BASE - 4,
+        RAM_BASE - 2,
+        e,
+        e - 3,
+        e - 2,
+        e + 4096,
+        usize::MAX,
+        usize::MAX - 3,
+        1 << 40,
+    ];
     let mut d = Detail::new();
     for a in bad_addrs {
         let r = call(HSM, 3, 0x8000_0000, a, 0);
-        d.expect(r.error == ERR_INVALID_ADDRESS, format_args!("suspend(non-retentive, {a:#x}): {r:?}"));
+        d.expect(
+            r.error == ERR_INVALID_ADDRESS,
+            format_args!("suspend(non-retentive, {a:#x}): {r:?}"),
+        );
     }
-    d.report("hsm: non-retentive hart_suspend with a resume address outside RAM is INVALID_ADDRESS");
+    d.report(
+        "hsm: non-retentive hart_suspend with a resume address outside RAM is INVALID_ADDRESS",
+    );
 
     if n < 2 {
         // No stopped hart: the address check applies to ourselves, where
@@ -1205,8 +1524,10 @@ fn hsm(vm: &Vm) {
         let mut d = Detail::new();
         for a in bad_addrs {
             let r = call(HSM, 0, vm.hartid, a, 0);
-            d.expect(r.error == ERR_INVALID_ADDRESS || r.error == ERR_ALREADY_AVAILABLE,
-                format_args!("start(self, {a:#x}): {r:?}"));
+            d.expect(
+                r.error == ERR_INVALID_ADDRESS || r.error == ERR_ALREADY_AVAILABLE,
+                format_args!("start(self, {a:#x}): {r:?}"),
+            );
         }
         d.report("hsm: hart_start of itself at bad addresses is refused");
         println!("# hsm: 1 vCPU, stopped-hart attacks skipped");
@@ -1225,20 +1546,36 @@ fn hsm(vm: &Vm) {
     }
     let seen = SECONDARY_FLAG.load(Ordering::SeqCst);
     let st = call(HSM, 2, other, 0, 0);
-    check("hsm: a second hart_start while starting/started is ALREADY_AVAILABLE",
-        r1.error == 0 && r2.error == ERR_ALREADY_AVAILABLE && seen == OPAQUE && st.error == 0 && st.value == HART_STARTED,
-        format_args!("first {r1:?} second {r2:?} opaque {seen:#x} status {st:?}"));
+    check(
+        "hsm: a second hart_start while starting/started is ALREADY_AVAILABLE",
+        r1.error == 0
+            && r2.error == ERR_ALREADY_AVAILABLE
+            && seen == OPAQUE
+            && st.error == 0
+            && st.value == HART_STARTED,
+        format_args!("first {r1:?} second {r2:?} opaque {seen:#x} status {st:?}"),
+    );
     SECONDARY_FLAG.store(0, Ordering::SeqCst);
     let st = wait_status(other, HART_STOPPED, 50_000_000);
-    check("hsm: the started hart stops again", st.error == 0 && st.value == HART_STOPPED, format_args!("{st:?}"));
+    check(
+        "hsm: the started hart stops again",
+        st.error == 0 && st.value == HART_STOPPED,
+        format_args!("{st:?}"),
+    );
 
     let mut d = Detail::new();
     for a in bad_addrs {
         let r = call(HSM, 0, other, a, 0);
-        d.expect(r.error == ERR_INVALID_ADDRESS, format_args!("start({other}, {a:#x}): {r:?}"));
+        d.expect(
+            r.error == ERR_INVALID_ADDRESS,
+            format_args!("start({other}, {a:#x}): {r:?}"),
+        );
     }
     let st = call(HSM, 2, other, 0, 0);
-    d.expect(st.error == 0 && st.value == HART_STOPPED, format_args!("status after: {st:?}"));
+    d.expect(
+        st.error == 0 && st.value == HART_STOPPED,
+        format_args!("status after: {st:?}"),
+    );
     d.report("hsm: hart_start of a stopped hart at addresses outside RAM is INVALID_ADDRESS, hart stays STOPPED");
 }
 
@@ -1264,9 +1601,15 @@ fn ipi(vm: &Vm) {
     ];
     for (mask, base) in invalid {
         let r = call(IPI, 0, mask, base, 0);
-        d.expect(r.error == ERR_INVALID_PARAM, format_args!("send_ipi({mask:#x}, {base:#x}): {r:?}"));
+        d.expect(
+            r.error == ERR_INVALID_PARAM,
+            format_args!("send_ipi({mask:#x}, {base:#x}): {r:?}"),
+        );
         let s = sip();
-        d.expect(s & SIP_SSIP == 0, format_args!("send_ipi({mask:#x}, {base:#x}) was refused but sent (sip {s:#x})"));
+        d.expect(
+            s & SIP_SSIP == 0,
+            format_args!("send_ipi({mask:#x}, {base:#x}) was refused but sent (sip {s:#x})"),
+        );
         clear_ssip();
     }
     d.report("ipi: invalid/wrapping hart masks and bases are INVALID_PARAM and send nothing");
@@ -1274,7 +1617,10 @@ fn ipi(vm: &Vm) {
     let mut d = Detail::new();
     for base in [0, 12345, 1 << 40, usize::MAX - 1] {
         let r = call(IPI, 0, 0, base, 0);
-        d.expect(r.error == 0 && sip() & SIP_SSIP == 0, format_args!("send_ipi(0, {base:#x}): {r:?} sip {:#x}", sip()));
+        d.expect(
+            r.error == 0 && sip() & SIP_SSIP == 0,
+            format_args!("send_ipi(0, {base:#x}): {r:?} sip {:#x}", sip()),
+        );
     }
     d.report("ipi: an empty mask with any base succeeds and sends nothing");
 
@@ -1282,11 +1628,17 @@ fn ipi(vm: &Vm) {
     for mask in [0, 1, usize::MAX] {
         let r = call(IPI, 0, mask, usize::MAX, 0);
         let s = sip();
-        d.expect(r.error == 0 && s & SIP_SSIP != 0, format_args!("send_ipi({mask:#x}, -1): {r:?} sip {s:#x}"));
+        d.expect(
+            r.error == 0 && s & SIP_SSIP != 0,
+            format_args!("send_ipi({mask:#x}, -1): {r:?} sip {s:#x}"),
+        );
         clear_ssip();
     }
     let r = call(IPI, 0, usize::MAX >> (64 - n), 0, 0);
-    d.expect(r.error == 0 && sip() & SIP_SSIP != 0, format_args!("send_ipi(all {n} bits, 0): {r:?}"));
+    d.expect(
+        r.error == 0 && sip() & SIP_SSIP != 0,
+        format_args!("send_ipi(all {n} bits, 0): {r:?}"),
+    );
     clear_ssip();
     d.report("ipi: base -1 (all harts) with any mask, and the exact all-harts mask, succeed");
 }
@@ -1299,32 +1651,61 @@ fn rfence(vm: &Vm) {
     for (mask, base) in [(usize::MAX, 0), (1, n), (1, usize::MAX - 1), (1 << 63, 1)] {
         for fid in 0..3 {
             let r = call6(RFENCE, fid, [mask, base, 0, 0, 0, 0]);
-            d.expect(r.error == ERR_INVALID_PARAM, format_args!("fid {fid} mask {mask:#x} base {base:#x}: {r:?}"));
+            d.expect(
+                r.error == ERR_INVALID_PARAM,
+                format_args!("fid {fid} mask {mask:#x} base {base:#x}: {r:?}"),
+            );
         }
     }
     // The hart list is checked before the range and the ASID.
-    let r = call6(RFENCE, 2, [usize::MAX, 0, usize::MAX - 4095, 8192, 1 << 20, 0]);
-    d.expect(r.error == ERR_INVALID_PARAM, format_args!("bad mask + bad range + bad asid: {r:?}"));
+    let r = call6(
+        RFENCE,
+        2,
+        [usize::MAX, 0, usize::MAX - 4095, 8192, 1 << 20, 0],
+    );
+    d.expect(
+        r.error == ERR_INVALID_PARAM,
+        format_args!("bad mask + bad range + bad asid: {r:?}"),
+    );
     d.report("rfence: invalid hart masks are INVALID_PARAM");
 
     let mut d = Detail::new();
-    for (start, size) in [(usize::MAX - 4095, 8192), (usize::MAX, 2), (3, usize::MAX - 1), (1 << 63, 1 << 63 | 1),
-        (usize::MAX - 4095, usize::MAX - 1)]
-    {
+    for (start, size) in [
+        (usize::MAX - 4095, 8192),
+        (usize::MAX, 2),
+        (3, usize::MAX - 1),
+        (1 << 63, 1 << 63 | 1),
+        (usize::MAX - 4095, usize::MAX - 1),
+    ] {
         for fid in [1, 2] {
             let r = call6(RFENCE, fid, [0, all, start, size, 1, 0]);
-            d.expect(r.error == ERR_INVALID_ADDRESS, format_args!("fid {fid} [{start:#x} +{size:#x}): {r:?}"));
+            d.expect(
+                r.error == ERR_INVALID_ADDRESS,
+                format_args!("fid {fid} [{start:#x} +{size:#x}): {r:?}"),
+            );
         }
     }
     d.report("rfence: ranges wrapping past 2^64 are INVALID_ADDRESS");
 
     let mut d = Detail::new();
-    for (start, size) in [(0, 0), (5, 0), (0, usize::MAX), (0x1234, usize::MAX), (usize::MAX - 4095, 4096), (usize::MAX, 1),
-        (1, usize::MAX - 1), (RAM_BASE, 64 * 4096), (RAM_BASE + 1, 65 * 4096), (0, 1 << 62)]
-    {
+    for (start, size) in [
+        (0, 0),
+        (5, 0),
+        (0, usize::MAX),
+        (0x1234, usize::MAX),
+        (usize::MAX - 4095, 4096),
+        (usize::MAX, 1),
+        (1, usize::MAX - 1),
+        (RAM_BASE, 64 * 4096),
+        (RAM_BASE + 1, 65 * 4096),
+        (0, 1 << 62),
+    ] {
         for fid in [1, 2] {
             let r = call6(RFENCE, fid, [0, all, start, size, 0xffff, 0]);
-            d.expect(r.error == 0, format_args!("fid {fid} [{start:#x} +{size:#x}): {r:?}"));
+            d.expect(
+                r.error == 0,
+                format_args!("fid {fid} [{start:#x} +{size:#x}): {r:?}"),
+            );
         }
     }
     let r = call6(RFENCE, 0, [0, all, 0, 0, 0, 0]);
@@ -1334,17 +1715,26 @@ fn rfence(vm: &Vm) {
     let mut d = Detail::new();
     for asid in [0x1_0000, 0x1_ffff, 1 << 32, 1 << 63, usize::MAX] {
         let r = call6(RFENCE, 2, [0, all, 0, 0, asid, 0]);
-        d.expect(r.error == ERR_INVALID_PARAM, format_args!("asid {asid:#x}: {r:?}"));
+        d.expect(
+            r.error == ERR_INVALID_PARAM,
+            format_args!("asid {asid:#x}: {r:?}"),
+        );
     }
     // ASID is checked before the range.
     let r = call6(RFENCE, 2, [0, all, usize::MAX - 4095, 8192, 1 << 16, 0]);
-    d.expect(r.error == ERR_INVALID_PARAM, format_args!("bad asid + bad range: {r:?}"));
+    d.expect(
+        r.error == ERR_INVALID_PARAM,
+        format_args!("bad asid + bad range: {r:?}"),
+    );
     d.report("rfence: ASIDs above 0xFFFF are INVALID_PARAM");
 
     let mut d = Detail::new();
     for fid in 3..=6 {
         let r = call6(RFENCE, fid, [0, all, 0, 0, 0, 0]);
-        d.expect(r.error == ERR_NOT_SUPPORTED, format_args!("fid {fid}: {r:?}"));
+        d.expect(
+            r.error == ERR_NOT_SUPPORTED,
+            format_args!("fid {fid}: {r:?}"),
+        );
     }
     d.report("rfence: remote_hfence_* (fids 3..6) are NOT_SUPPORTED");
 
@@ -1354,7 +1744,10 @@ fn rfence(vm: &Vm) {
         let mut d = Detail::new();
         for fid in 0..3 {
             let r = call6(RFENCE, fid, [1 << other, 0, 0, 0, 0, 0]);
-            d.expect(r.error == 0, format_args!("fid {fid} to stopped hart {other}: {r:?}"));
+            d.expect(
+                r.error == 0,
+                format_args!("fid {fid} to stopped hart {other}: {r:?}"),
+            );
         }
         d.report("rfence: fences to a stopped vCPU return");
     }
@@ -1363,16 +1756,33 @@ fn rfence(vm: &Vm) {
 /// Legacy v0.1 calls with hostile hart-mask pointers: the hypervisor
 /// reads them with HLV, which must not take it down.
 fn legacy_calls(vm: &Vm) {
-    static MASKS: [AtomicUsize; 4] =
-        [AtomicUsize::new(usize::MAX), AtomicUsize::new(0), AtomicUsize::new(0), AtomicUsize::new(0)];
+    static MASKS: [AtomicUsize; 4] = [
+        AtomicUsize::new(usize::MAX),
+        AtomicUsize::new(0),
+        AtomicUsize::new(0),
+        AtomicUsize::new(0),
+    ];
     let e = vm.ram_end;
     clear_ssip();
     let mut d = Detail::new();
-    for p in [0x2000_0000, UART, PLIC + 4, 0x10_0000, e, e - 4, RAM_BASE - 8, 1 << 41, usize::MAX - 7, usize::MAX - 3] {
+    for p in [
+        0x2000_0000,
+        UART,
+        PLIC + 4,
+        0x10_0000,
+        e,
+        e - 4,
+        RAM_BASE - 8,
+        1 << 41,
+        usize::MAX - 7,
+        usize::MAX - 3,
+    ] {
         for eid in [4, 5, 6, 7] {
             let (r, a1) = legacy(eid, [p, 0x7777, 0, 0]);
-            d.expect(r == ERR_INVALID_ADDRESS && a1 == 0x7777,
-                format_args!("legacy {eid:#x} mask@{p:#x}: {r} a1 {a1:#x}"));
+            d.expect(
+                r == ERR_INVALID_ADDRESS && a1 == 0x7777,
+                format_args!("legacy {eid:#x} mask@{p:#x}: {r} a1 {a1:#x}"),
+            );
         }
     }
     d.expect(sip() & SIP_SSIP == 0, format_args!("an IPI was sent"));
@@ -1384,9 +1794,14 @@ fn legacy_calls(vm: &Vm) {
     let beyond = &MASKS[1] as *const AtomicUsize as usize;
     for p in [too_big, beyond] {
         let (r, a1) = legacy(4, [p, 0x7777, 0, 0]);
-        d.expect(r == ERR_INVALID_PARAM && a1 == 0x7777, format_args!("send_ipi mask {:#x}: {r}",
-            // SAFETY: reading back our own static.
-            unsafe { (p as *const usize).read_volatile() }));
+        d.expect(
+            r == ERR_INVALID_PARAM && a1 == 0x7777,
+            format_args!(
+                "send_ipi mask {:#x}: {r}",
+                // SAFETY: reading back our own static.
+                unsafe { (p as *const usize).read_volatile() }
+            ),
+        );
     }
     d.expect(sip() & SIP_SSIP == 0, format_args!("an IPI was sent"));
     // Misaligned pointer: either read (mask 0: nothing to do) or refused.
@@ -1394,25 +1809,51 @@ fn legacy_calls(vm: &Vm) {
     MASKS[3].store(0, Ordering::SeqCst);
     let mis = &MASKS[2] as *const AtomicUsize as usize + 3;
     let (r, a1) = legacy(4, [mis, 0x7777, 0, 0]);
-    d.expect((r == 0 || r == ERR_INVALID_ADDRESS) && a1 == 0x7777, format_args!("misaligned mask pointer: {r}"));
+    d.expect(
+        (r == 0 || r == ERR_INVALID_ADDRESS) && a1 == 0x7777,
+        format_args!("misaligned mask pointer: {r}"),
+    );
     println!("# legacy: misaligned hart-mask pointer answered {r}");
-    d.report("legacy: masks naming nonexistent harts are INVALID_PARAM; misaligned pointers survive");
+    d.report(
+        "legacy: masks naming nonexistent harts are INVALID_PARAM; misaligned pointers survive",
+    );
 
     let mut d = Detail::new();
     let (r, a1) = legacy(6, [0, 0x7777, usize::MAX - 4095, 8192]);
-    d.expect(r == ERR_INVALID_ADDRESS && a1 == 0x7777, format_args!("sfence_vma wrapping: {r}"));
+    d.expect(
+        r == ERR_INVALID_ADDRESS && a1 == 0x7777,
+        format_args!("sfence_vma wrapping: {r}"),
+    );
     let (r, _) = legacy(6, [0, usize::MAX - 4095, 8192, 0]);
-    d.expect(r == ERR_INVALID_ADDRESS, format_args!("sfence_vma wrapping (start in a1): {r}"));
+    d.expect(
+        r == ERR_INVALID_ADDRESS,
+        format_args!("sfence_vma wrapping (start in a1): {r}"),
+    );
     let (r, _) = legacy(7, [0, 0, 0, 0x1_0000]);
-    d.expect(r == ERR_INVALID_PARAM, format_args!("sfence_vma_asid asid 0x10000: {r}"));
+    d.expect(
+        r == ERR_INVALID_PARAM,
+        format_args!("sfence_vma_asid asid 0x10000: {r}"),
+    );
     let (r, _) = legacy(7, [0, 0, 0, usize::MAX]);
-    d.expect(r == ERR_INVALID_PARAM, format_args!("sfence_vma_asid asid -1: {r}"));
+    d.expect(
+        r == ERR_INVALID_PARAM,
+        format_args!("sfence_vma_asid asid -1: {r}"),
+    );
     let (r, a1) = legacy(5, [0, 0x7777, 0, 0]);
-    d.expect(r == 0 && a1 == 0x7777, format_args!("remote_fence_i all: {r} a1 {a1:#x}"));
+    d.expect(
+        r == 0 && a1 == 0x7777,
+        format_args!("remote_fence_i all: {r} a1 {a1:#x}"),
+    );
     let (r, a1) = legacy(3, [0, 0x7777, 0, 0]);
-    d.expect((r == 0 || r == 1) && a1 == 0x7777, format_args!("clear_ipi: {r} a1 {a1:#x}"));
+    d.expect(
+        (r == 0 || r == 1) && a1 == 0x7777,
+        format_args!("clear_ipi: {r} a1 {a1:#x}"),
+    );
     let (r, a1) = legacy(0, [usize::MAX, 0x7777, 0, 0]);
-    d.expect(r == 0 && a1 == 0x7777, format_args!("set_timer(-1): {r} a1 {a1:#x}"));
+    d.expect(
+        r == 0 && a1 == 0x7777,
+        format_args!("set_timer(-1): {r} a1 {a1:#x}"),
+    );
     d.report("legacy: bad fence ranges/ASIDs refused; a1 is never written");
 }
 
@@ -1450,8 +1891,10 @@ fn dbcn(vm: &Vm) {
     for (n, lo, hi) in bad {
         for fid in [0, 1] {
             let r = call(DBCN, fid, n, lo, hi);
-            d.expect(r.error == ERR_INVALID_PARAM && r.value == 0,
-                format_args!("fid {fid} ({n:#x}, {lo:#x}, {hi:#x}): {r:?}"));
+            d.expect(
+                r.error == ERR_INVALID_PARAM && r.value == 0,
+                format_args!("fid {fid} ({n:#x}, {lo:#x}, {hi:#x}): {r:?}"),
+            );
         }
     }
     d.report("dbcn: wrapping, out-of-RAM, MMIO, enormous and base_addr_hi != 0 buffers are INVALID_PARAM");
@@ -1459,14 +1902,22 @@ fn dbcn(vm: &Vm) {
     let mut d = Detail::new();
     for lo in [0, 0x2000_0000, usize::MAX] {
         let r = call(DBCN, 0, 0, lo, 0);
-        d.expect(r.error == 0 && r.value == 0, format_args!("write(0, {lo:#x}): {r:?}"));
+        d.expect(
+            r.error == 0 && r.value == 0,
+            format_args!("write(0, {lo:#x}): {r:?}"),
+        );
     }
     buf.0[..16].fill(0xaa);
     let r = call(DBCN, 1, 16, p, 0);
-    d.expect(r.error == 0 && r.value == 0 && buf.0[..16].iter().all(|&b| b == 0xaa),
-        format_args!("read into RAM: {r:?}"));
+    d.expect(
+        r.error == 0 && r.value == 0 && buf.0[..16].iter().all(|&b| b == 0xaa),
+        format_args!("read into RAM: {r:?}"),
+    );
     let r = call(DBCN, 1, 1, e - 1, 0);
-    d.expect(r.error == 0 && r.value == 0, format_args!("read(1, last RAM byte): {r:?}"));
+    d.expect(
+        r.error == 0 && r.value == 0,
+        format_args!("read(1, last RAM byte): {r:?}"),
+    );
     let r = call(DBCN, 2, 0xffff_ff0a, 0, 0);
     d.expect(r.error == 0, format_args!("write_byte(0xffffff0a): {r:?}"));
     d.report("dbcn: zero-length buffers anywhere, a read into RAM, the last RAM byte are fine");
@@ -1484,20 +1935,36 @@ fn dbcn(vm: &Vm) {
     if !r.value.is_multiple_of(128) {
         println!();
     }
-    check("dbcn: an oversized valid write is partial (1..len bytes), not an error",
-        r.error == 0 && r.value >= 1 && r.value <= buf.0.len(), format_args!("{r:?}"));
+    check(
+        "dbcn: an oversized valid write is partial (1..len bytes), not an error",
+        r.error == 0 && r.value >= 1 && r.value <= buf.0.len(),
+        format_args!("{r:?}"),
+    );
 }
 
 /// SRST with reserved types/reasons: refused, and never a partial reset.
 fn srst() {
     let mut d = Detail::new();
-    for (t, reason) in [(3, 0), (0xefff_ffff, 0), (0xf000_0000, 0), (0xffff_ffff, 0), (0, 2), (0, 0xdfff_ffff),
-        (1, 0x1000), (2, 0xdfff_ffff), (3, 0xe000_0000)]
-    {
+    for (t, reason) in [
+        (3, 0),
+        (0xefff_ffff, 0),
+        (0xf000_0000, 0),
+        (0xffff_ffff, 0),
+        (0, 2),
+        (0, 0xdfff_ffff),
+        (1, 0x1000),
+        (2, 0xdfff_ffff),
+        (3, 0xe000_0000),
+    ] {
         let r = call(SRST, 0, t, reason, 0);
-        d.expect(r.error == ERR_INVALID_PARAM, format_args!("reset({t:#x}, {reason:#x}): {r:?}"));
+        d.expect(
+            r.error == ERR_INVALID_PARAM,
+            format_args!("reset({t:#x}, {reason:#x}): {r:?}"),
+        );
     }
-    d.report("srst: reserved/vendor types and reserved reasons are INVALID_PARAM (VM keeps running)");
+    d.report(
+        "srst: reserved/vendor types and reserved reasons are INVALID_PARAM (VM keeps running)",
+    );
 }
 
 /// Sv39 page tables whose walks hit memory the hypervisor must not
@@ -1535,9 +2002,14 @@ fn paging(vm: &Vm) {
     unsafe {
         asm!("csrw satp, {0}", "sfence.vma", in(reg) satp);
     }
-    for (i, (op, va)) in [(Op::Lw, va_plic), (Op::Sw, va_plic), (Op::Ld, va_unmapped), (Op::Sd, va_unmapped)]
-        .into_iter()
-        .enumerate()
+    for (i, (op, va)) in [
+        (Op::Lw, va_plic),
+        (Op::Sw, va_plic),
+        (Op::Ld, va_unmapped),
+        (Op::Sd, va_unmapped),
+    ]
+    .into_iter()
+    .enumerate()
     {
         let (c, v) = access(op, va, 0x6);
         res[i] = (c, v, tval());
@@ -1548,14 +2020,27 @@ fn paging(vm: &Vm) {
     }
     let mut d = Detail::new();
     let want = [5, 7, 5, 7];
-    let names = ["lw via PTE in vPLIC", "sw via PTE in vPLIC", "ld via PTE in unmapped GPA", "sd via PTE in unmapped GPA"];
+    let names = [
+        "lw via PTE in vPLIC",
+        "sw via PTE in vPLIC",
+        "ld via PTE in unmapped GPA",
+        "sd via PTE in unmapped GPA",
+    ];
     let vas = [va_plic, va_plic, va_unmapped, va_unmapped];
     for i in 0..4 {
         let (c, v, t) = res[i];
-        d.expect(c == Some(want[i]) && t == vas[i],
-            format_args!("{}: cause {c:?} stval {t:#x} value {v:#x}, want {}", names[i], want[i]));
+        d.expect(
+            c == Some(want[i]) && t == vas[i],
+            format_args!(
+                "{}: cause {c:?} stval {t:#x} value {v:#x}, want {}",
+                names[i], want[i]
+            ),
+        );
     }
-    d.expect(plic_r(8) == 5, format_args!("vPLIC source 2 priority changed to {}", plic_r(8)));
+    d.expect(
+        plic_r(8) == 5,
+        format_args!("vPLIC source 2 priority changed to {}", plic_r(8)),
+    );
     d.report("paging: loads/stores whose page-table walk hits the vPLIC or unmapped memory are access faults");
     plic_w(8, 0);
 }
@@ -1564,13 +2049,22 @@ fn paging(vm: &Vm) {
 /// stops the VM here (an instruction guest-page fault), so the summary is
 /// printed first; if we get control back instead, that is reported.
 fn fetch_outside_ram() {
-    let (p, f) = (crate::PASSED.load(Ordering::SeqCst), crate::FAILED.load(Ordering::SeqCst));
+    let (p, f) = (
+        crate::PASSED.load(Ordering::SeqCst),
+        crate::FAILED.load(Ordering::SeqCst),
+    );
     println!("{p} passed, {f} failed");
-    println!("# fetch=1: jumping to guest-physical 0x4000_0000; the hypervisor should stop this VM now");
+    println!(
+        "# fetch=1: jumping to guest-physical 0x4000_0000; the hypervisor should stop this VM now"
+    );
     let c = expect_trap(|| {
         // SAFETY: deliberately jumps to unmapped memory; if a fault comes back
         // to us, the handler resumes at ra (the instruction after the jalr).
         unsafe { asm!("jalr ra, 0({0})", in(reg) 0x4000_0000usize, out("ra") _) }
     });
-    check("fetch: jumping outside RAM stops the VM (control came back instead)", false, format_args!("cause {c:?}"));
+    check(
+        "fetch: jumping outside RAM stops the VM (control came back instead)",
+        false,
+        format_args!("cause {c:?}"),
+    );
 }

@@ -124,14 +124,25 @@ pub struct BootInfo {
 }
 
 fn boot_info(hartid: usize, dtb: usize) -> BootInfo {
-    let mut info = BootInfo { hartid, vcpus: 1, mode: "suite", sstc_in_dt: false, args: "", timebase: 10_000_000 };
+    let mut info = BootInfo {
+        hartid,
+        vcpus: 1,
+        mode: "suite",
+        sstc_in_dt: false,
+        args: "",
+        timebase: 10_000_000,
+    };
     // SAFETY: the hypervisor passes a valid device tree in a1, in our RAM.
     let Ok(fdt) = (unsafe { fdt::Fdt::from_ptr(dtb as *const u8) }) else {
         println!("warning: no usable device tree at {dtb:#x}");
         return info;
     };
     info.vcpus = fdt.cpus().count().max(1);
-    if let Some(tb) = fdt.find_node("/cpus").and_then(|n| n.property("timebase-frequency")).and_then(|p| p.as_usize()) {
+    if let Some(tb) = fdt
+        .find_node("/cpus")
+        .and_then(|n| n.property("timebase-frequency"))
+        .and_then(|p| p.as_usize())
+    {
         info.timebase = tb as u64;
     }
     if let Some(args) = fdt.chosen().bootargs() {

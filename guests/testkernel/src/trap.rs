@@ -97,7 +97,9 @@ extern "C" fn handler(f: &mut Frame) {
     if EXPECT.swap(0, Ordering::SeqCst) == 0 {
         crate::println!(
             "not ok - unexpected exception cause={} sepc={:#x} stval={:#x}",
-            code, f.sepc, f.stval
+            code,
+            f.sepc,
+            f.stval
         );
         crate::sbi::shutdown(true);
     }

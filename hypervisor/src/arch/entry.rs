@@ -73,5 +73,10 @@ extern "C" {
 /// Physical range of the hypervisor image (code, data, bss, stacks).
 pub fn image_range() -> (u64, u64) {
     // SAFETY: only the addresses of linker-provided symbols are taken.
-    unsafe { (&__image_start as *const u8 as u64, &__image_end as *const u8 as u64) }
+    unsafe {
+        (
+            &__image_start as *const u8 as u64,
+            &__image_end as *const u8 as u64,
+        )
+    }
 }

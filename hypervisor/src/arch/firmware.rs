@@ -36,7 +36,11 @@ pub fn impl_id() -> u64 {
 
 /// mvendorid, marchid, mimpid of the machine (reported to guests as-is).
 pub fn machine_ids() -> (u64, u64, u64) {
-    (ecall(BASE, 4, 0, 0, 0).value, ecall(BASE, 5, 0, 0, 0).value, ecall(BASE, 6, 0, 0, 0).value)
+    (
+        ecall(BASE, 4, 0, 0, 0).value,
+        ecall(BASE, 5, 0, 0, 0).value,
+        ecall(BASE, 6, 0, 0, 0).value,
+    )
 }
 
 pub fn set_timer(t: u64) {

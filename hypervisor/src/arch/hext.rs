@@ -177,7 +177,9 @@ pub fn probe_cbo_zero() -> u64 {
         if rivet_try_cbo_zero(p as u64) == 0 {
             return 0;
         }
-        let zeroed = (0..4096).take_while(|&i| p.add(i).read_volatile() == 0).count() as u64;
+        let zeroed = (0..4096)
+            .take_while(|&i| p.add(i).read_volatile() == 0)
+            .count() as u64;
         if zeroed.is_power_of_two() && zeroed >= 16 {
             zeroed
         } else {

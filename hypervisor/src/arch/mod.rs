@@ -49,14 +49,27 @@ pub fn probe_caps() -> Caps {
 
 /// Exceptions the guest handles itself (hedeleg): misaligned and access
 /// faults, illegal instruction, breakpoint, ecall from VU, page faults.
-pub const HEDELEG_BITS: u64 = (1 << 0) | (1 << 1) | (1 << 2) | (1 << 3) | (1 << 4) | (1 << 5)
-    | (1 << 6) | (1 << 7) | (1 << 8) | (1 << 12) | (1 << 13) | (1 << 15);
+pub const HEDELEG_BITS: u64 = (1 << 0)
+    | (1 << 1)
+    | (1 << 2)
+    | (1 << 3)
+    | (1 << 4)
+    | (1 << 5)
+    | (1 << 6)
+    | (1 << 7)
+    | (1 << 8)
+    | (1 << 12)
+    | (1 << 13)
+    | (1 << 15);
 
 /// Per-hart H-extension set-up.
 pub fn init_hart(caps: &Caps) {
     trap::install_vector();
     csr_write!(HEDELEG, HEDELEG_BITS);
-    csr_write!(HIDELEG, (1 << IRQ_VS_SOFT) | (1 << IRQ_VS_TIMER) | (1 << IRQ_VS_EXT));
+    csr_write!(
+        HIDELEG,
+        (1 << IRQ_VS_SOFT) | (1 << IRQ_VS_TIMER) | (1 << IRQ_VS_EXT)
+    );
     csr_write!(HVIP, 0);
     csr_write!(HIE, 0);
     csr_write!(HGEIE, 0);
@@ -67,7 +80,10 @@ pub fn init_hart(caps: &Caps) {
     // Interrupts reach HS-mode while a guest runs (they are always enabled
     // below HS); in HS-mode itself sstatus.SIE stays 0 and we poll sip.
     csr_clear!(SSTATUS, SSTATUS_SIE);
-    csr_write!(SIE, (1 << IRQ_S_SOFT) | (1 << IRQ_S_TIMER) | (1 << IRQ_S_EXT));
+    csr_write!(
+        SIE,
+        (1 << IRQ_S_SOFT) | (1 << IRQ_S_TIMER) | (1 << IRQ_S_EXT)
+    );
     // FP on for guests (sstatus.FS gates V=1 FP use too); vector stays off.
     csr_clear!(SSTATUS, SSTATUS_VS);
     csr_set!(SSTATUS, SSTATUS_FS_INITIAL);

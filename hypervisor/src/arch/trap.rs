@@ -176,7 +176,10 @@ pub fn enter_guest(ctx: &mut GuestContext) {
 extern "C" fn host_trap(frame: &mut HostFrame) {
     // SAFETY: only the addresses of linker symbols are taken.
     let (start, end) = unsafe {
-        (&__fixup_start as *const u8 as u64, &__fixup_end as *const u8 as u64)
+        (
+            &__fixup_start as *const u8 as u64,
+            &__fixup_end as *const u8 as u64,
+        )
     };
     let is_interrupt = frame.scause >> 63 != 0;
     if !is_interrupt && (start..end).contains(&frame.sepc) {
