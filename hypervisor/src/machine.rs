@@ -139,7 +139,7 @@ pub fn hart_main(slot: usize) -> ! {
                 m.harts[h.slot].idle = true;
                 if h.slot == m.console_hart {
                     for vm in &mut m.vms {
-                        vm.flush_output();
+                        vm.flush_prompt();
                     }
                 }
                 drop(m);

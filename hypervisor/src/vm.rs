@@ -509,6 +509,16 @@ impl Vm {
         }
     }
 
+    /// At idle, shows a pending partial line only when it looks like a
+    /// prompt waiting for input (`# `, `$ `, `> `, `: `); other partial
+    /// lines wait for their newline, so lines are never split.
+    pub fn flush_prompt(&mut self) {
+        let tail = self.out_line.len().saturating_sub(2);
+        if matches!(self.out_line.get(tail..), Some(b"# " | b"$ " | b"> " | b": ")) {
+            self.flush_output();
+        }
+    }
+
     pub fn flush_output(&mut self) {
         if self.out_line.is_empty() {
             return;
