@@ -450,6 +450,22 @@ fn write_e2e_file(name: &str, contents: impl AsRef<[u8]>) -> Result<PathBuf, Str
     Ok(path)
 }
 
+/// Waits until every named VM has printed `init ready` (output order
+/// between VMs is not fixed, so a sequential expect would not do).
+fn wait_all_ready(s: &Session, vms: &[&str]) -> Result<(), String> {
+    let deadline = Instant::now() + T_LINUX;
+    while vms
+        .iter()
+        .any(|v| !s.output().contains(&format!("[{v}] guest: init ready")))
+    {
+        if Instant::now() > deadline {
+            return Err(format!("not every VM of {vms:?} reached init ready"));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Ok(())
+}
+
 fn config_session(name: &str, config: &std::path::Path) -> Result<Session, String> {
     let opts = RunOpts {
         config: Some(config.to_path_buf()),
@@ -485,19 +501,7 @@ fn multi_vm_consoles(name: &str) -> Result<(), String> {
     let mut s = config_session(name, &cfg)?;
     let r = (|| {
         s.expect("[tests] ", T_LINUX)?;
-        let mut booted = 0;
-        let deadline = Instant::now() + T_LINUX;
-        while booted < 2 && Instant::now() < deadline {
-            let out = s.output();
-            booted = ["[web] guest: init ready", "[db] guest: init ready"]
-                .iter()
-                .filter(|p| out.contains(*p))
-                .count();
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        if booted < 2 {
-            return Err("both Linux VMs did not reach init ready".to_string());
-        }
+        wait_all_ready(&s, &["web", "db"])?;
         let out = s.output();
         if !out.contains("[tests] ") || !out.contains(" passed, 0 failed") {
             // The test kernel may still be running; wait for its summary.
@@ -790,15 +794,7 @@ fn virtio_blk_windows(name: &str) -> Result<(), String> {
     .map_err(|e| e.to_string())?;
     let mut s = config_session(name, &cfg)?;
     let r = (|| {
-        let deadline = Instant::now() + T_LINUX;
-        while !(s.output().contains("[left] guest: init ready")
-            && s.output().contains("[right] guest: init ready"))
-        {
-            if Instant::now() > deadline {
-                return Err("VMs did not boot".to_string());
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        wait_all_ready(&s, &["left", "right"])?;
         ask(
             &mut s,
             "echo SIZE=$(cat /sys/block/vda/size)",
@@ -916,16 +912,7 @@ fn virtio_net_switch(name: &str) -> Result<(), String> {
     std::fs::write(&cfg, text).map_err(|e| e.to_string())?;
     let mut s = config_session(name, &cfg)?;
     let r = (|| {
-        let deadline = Instant::now() + T_LINUX;
-        while ["alpha", "beta", "gamma"]
-            .iter()
-            .any(|v| !s.output().contains(&format!("[{v}] guest: init ready")))
-        {
-            if Instant::now() > deadline {
-                return Err("VMs did not boot".to_string());
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        wait_all_ready(&s, &["alpha", "beta", "gamma"])?;
         // alpha: 10.0.0.1, listens for a file.
         ask(
             &mut s,
@@ -1157,15 +1144,7 @@ fn virtio_fs_two_vms(name: &str) -> Result<(), String> {
     )?;
     let mut s = config_session(name, &cfg)?;
     let r = (|| {
-        let deadline = Instant::now() + T_LINUX;
-        while !(s.output().contains("[left] guest: init ready")
-            && s.output().contains("[right] guest: init ready"))
-        {
-            if Instant::now() > deadline {
-                return Err("VMs did not boot".to_string());
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        wait_all_ready(&s, &["left", "right"])?;
         ask(&mut s, "mkdir -p /mnt && mount -t virtiofs shared /mnt && echo from-left > /mnt/left.txt && echo left\"\"-wrote", "[left] left-wrote")?;
         s.send("\x01n")?;
         s.expect("console input -> VM 1", T_CMD)?;

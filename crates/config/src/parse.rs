@@ -61,6 +61,15 @@ pub(crate) struct VmDraft {
     pub disks: Vec<(usize, DiskConfig)>,
 }
 
+/// Network names: 1..=32 of `[A-Za-z0-9_-]`.
+fn valid_net_name(net: &str) -> bool {
+    !net.is_empty()
+        && net.len() <= 32
+        && net
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
 pub(crate) fn parse(text: &str, path: &Path) -> Result<MachineConfig, Vec<ConfigError>> {
     let mut ctx = Ctx::new(text, path);
     let doc = match Document::parse(text) {
@@ -165,12 +174,7 @@ fn parse_machine(ctx: &mut Ctx, node: &Node<'_>) -> Option<MachineDraft> {
     }
     match ctx.string(node, "uplink") {
         Got::Val(net, line) => {
-            if net.is_empty()
-                || net.len() > 32
-                || !net
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-            {
+            if !valid_net_name(net) {
                 ctx.error(
                     line,
                     node.field("uplink"),
@@ -374,12 +378,7 @@ fn parse_vm(ctx: &mut Ctx, node: &Node<'_>, dir: &Path) -> VmDraft {
             ctx.unknown_keys(n, NIC_KEYS);
             match ctx.string(n, "network") {
                 Got::Val(net, line) => {
-                    if net.is_empty()
-                        || net.len() > 32
-                        || !net
-                            .chars()
-                            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-                    {
+                    if !valid_net_name(net) {
                         ctx.error(
                             line,
                             n.field("network"),
