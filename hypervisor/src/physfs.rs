@@ -248,9 +248,10 @@ impl PhysFs {
         // The reply as header + payload descriptors, the way Linux's
         // virtio-fs driver lays it out (virtiofsd writes READ data into the
         // part after the header).
-        // The reply as a header descriptor plus one descriptor per page,
-        // the way Linux's virtio-fs driver lays it out: virtiofsd maps
-        // payload buffers page by page.
+        // The reply as a header descriptor plus one descriptor per page of
+        // a page-aligned payload area, the way Linux's virtio-fs driver lays
+        // it out: virtiofsd's READ path fails with EIO when it has to fill
+        // a payload that starts mid-page (found the hard way).
         Self::set_desc(
             &self.request,
             0,
@@ -267,7 +268,7 @@ impl PhysFs {
             DESC_WRITE | DESC_NEXT,
             2,
         );
-        let mut at = self.buf_out + 16;
+        let mut at = self.buf_out + 4096;
         let end = self.buf_out + BUF_LEN as u64;
         let mut i = 2u16;
         while at < end {
@@ -308,10 +309,20 @@ impl PhysFs {
                     .unwrap_or(0)
             );
         }
-        let n = len.min(reply.len()).min(BUF_LEN);
-        // SAFETY: buf_out is our DMA buffer of BUF_LEN bytes; n <= BUF_LEN.
-        let src = unsafe { core::slice::from_raw_parts(self.buf_out as *const u8, n) };
-        reply[..n].copy_from_slice(src);
+        // Header in the first 16 bytes, payload from the second page on.
+        let n = len.min(reply.len()).min(16 + BUF_LEN - 4096);
+        let head = n.min(16);
+        // SAFETY: buf_out is our DMA buffer of BUF_LEN bytes: the header
+        // lies in its first page, the payload (n - 16 <= BUF_LEN - 4096
+        // bytes) from its second page on.
+        let (h, p) = unsafe {
+            (
+                core::slice::from_raw_parts(self.buf_out as *const u8, head),
+                core::slice::from_raw_parts((self.buf_out + 4096) as *const u8, n - head),
+            )
+        };
+        reply[..head].copy_from_slice(h);
+        reply[head..n].copy_from_slice(p);
         if n >= 16 {
             reply[8..16].copy_from_slice(&theirs.to_le_bytes());
         }

@@ -514,7 +514,10 @@ impl Vm {
     /// lines wait for their newline, so lines are never split.
     pub fn flush_prompt(&mut self) {
         let tail = self.out_line.len().saturating_sub(2);
-        if matches!(self.out_line.get(tail..), Some(b"# " | b"$ " | b"> " | b": ")) {
+        if matches!(
+            self.out_line.get(tail..),
+            Some(b"# " | b"$ " | b"> " | b": ")
+        ) {
             self.flush_output();
         }
     }

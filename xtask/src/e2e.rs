@@ -1045,12 +1045,9 @@ fn fresh_share(name: &str) -> Result<PathBuf, String> {
     let dir = images::root().join("target/e2e").join(name);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    // Known limitation: reads of large files through the relay currently
-    // fail with EIO from virtiofsd (see the issue notes); this file stays
-    // below that.
-    let mut big = Vec::with_capacity(4000);
+    let mut big = Vec::with_capacity(3 << 20);
     let mut x: u32 = 0x1234_5678;
-    while big.len() < 4000 {
+    while big.len() < 3 << 20 {
         x ^= x << 13;
         x ^= x >> 17;
         x ^= x << 5;
