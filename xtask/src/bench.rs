@@ -988,6 +988,49 @@ fn net_config(kernel: &Path, initramfs: &Path) -> String {
     )
 }
 
+/// Size of the file read over virtio-fs.
+const FS_FILE_BYTES: usize = 16 << 20;
+
+/// One Linux VM with the bench share as virtio-fs tag "host".
+fn fs_config(kernel: &Path, initramfs: &Path, share: &Path) -> String {
+    format!(
+        "[machine]\nharts = 1\n\n[[vm]]\nname = \"fs\"\nvcpus = 1\nmemory = \"256M\"\nkernel = \"{}\"\ninitrd = \"{}\"\n\
+         bootargs = \"console=ttyS0\"\n[[vm.fs]]\ntag = \"host\"\npath = \"{}\"\n",
+        kernel.display(),
+        initramfs.display(),
+        share.display()
+    )
+}
+
+/// Guest read throughput of a 16 MiB host file over virtio-fs (MiB/s of
+/// guest time), first read after mount (not in the guest's page cache).
+fn fs_run(cmd: Command, out: &Out, name: &str, timebase: f64) -> Result<f64, String> {
+    let mut s = Session::spawn(cmd)?;
+    let r = (|| {
+        s.expect("guest: init ready", T_LINUX)?;
+        s.send("mkdir -p /mnt && mount -t virtiofs host /mnt && echo mount\"\"-ok\n")?;
+        s.expect("mount-ok", T_IO)?;
+        s.send(&timed("fs-probe", ":"))?;
+        s.expect("bench-io fs-probe ", T_IO)?;
+        s.send(&timed("fs-read", "cat /mnt/big.bin > /dev/null"))?;
+        s.expect("bench-io fs-read ", T_IO)?;
+        s.send("poweroff -f\n")?;
+        s.wait_exit(T_LINUX)?;
+        Ok::<(), String>(())
+    })();
+    out.log(name, &s);
+    let text = s.output();
+    r.map_err(|e| format!("{name}: {e}\n{}", tail(&text, 25)))?;
+    let probe = io_interval(&text, "fs-probe").ok_or(format!("{name}: no probe interval"))?;
+    let t = io_interval(&text, "fs-read").ok_or(format!("{name}: no read interval"))?;
+    mib_per_s(
+        FS_FILE_BYTES as u64,
+        t.saturating_sub(probe) as f64,
+        timebase,
+    )
+    .ok_or(format!("{name}: empty interval"))
+}
+
 /// Waits until every pattern has appeared anywhere in the output.
 fn wait_all(s: &Session, pats: &[&str], timeout: Duration) -> Result<(), String> {
     let deadline = Instant::now() + timeout;
@@ -1419,6 +1462,19 @@ pub fn bench(args: &[String]) -> Result<u8, String> {
             let cfg = bin.join("net.toml");
             std::fs::write(&cfg, net_config(kernel, initramfs))
                 .map_err(|e| format!("{}: {e}", cfg.display()))?;
+            let share = bin.join("share");
+            std::fs::create_dir_all(&share).map_err(|e| e.to_string())?;
+            let mut data = Vec::with_capacity(FS_FILE_BYTES);
+            let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+            while data.len() < FS_FILE_BYTES {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                data.extend_from_slice(&x.to_le_bytes());
+            }
+            std::fs::write(share.join("big.bin"), &data).map_err(|e| e.to_string())?;
+            std::fs::write(bin.join("fs.toml"), fs_config(kernel, initramfs, &share))
+                .map_err(|e| e.to_string())?;
             Some((img, cfg))
         }
         _ => None,
@@ -1839,6 +1895,29 @@ pub fn bench(args: &[String]) -> Result<u8, String> {
                     }
                 }
             }
+            // virtio-fs: a fresh machine per run (virtiofsd exits with QEMU).
+            let fs_cfg = cfg.with_file_name("fs.toml");
+            let fs_opts = RunOpts {
+                config: Some(fs_cfg),
+                icount: true,
+                ..RunOpts::default()
+            };
+            let fs_result = crate::prepare(&fs_opts, "bench-fs").and_then(|mut m| {
+                m.icount = true;
+                m.hypervisor = rivets.hypervisor.clone();
+                fs_run(m.command(), &out, &format!("fs-rivet-{run}"), timebase)
+            });
+            match fs_result {
+                Ok(v) => {
+                    println!(
+                        "bench: virtio-fs rivet run {}: read {} MiB/s",
+                        run + 1,
+                        fmt_num(v)
+                    );
+                    samples.push(true, "fs.read.mibs", v);
+                }
+                Err(e) => failure(&mut notes, "Rivet virtio-fs read", &e),
+            }
         }
     }
 
@@ -1960,6 +2039,12 @@ pub fn bench(args: &[String]) -> Result<u8, String> {
             "virtio-net TCP, 4 MiB VM → VM (busybox nc)",
             "MiB/s guest time",
             "Rivet only; sender's nc start → receiver's nc saw EOF (all bytes in)",
+        ));
+        rows.push(row(
+            "fs.read.mibs",
+            "virtio-fs read of a 16 MiB host file (cat, first read after mount)",
+            "MiB/s guest time",
+            "Rivet only: relayed to the host's virtiofsd; /rdtime around `cat > /dev/null`, minus a probe pair",
         ));
         rows.push(row(
             "net.tcp_sender.ms",
