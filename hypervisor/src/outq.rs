@@ -53,8 +53,19 @@ pub fn drain() {
         if n == 0 {
             break;
         }
-        for &b in &chunk[..n] {
-            crate::arch::uart::putc(b);
+        for (i, &b) in chunk[..n].iter().enumerate() {
+            if !crate::arch::uart::try_putc(b) {
+                // The UART is stuck: put the rest back and let a later
+                // drain retry, instead of holding this hart.
+                let mut q = QUEUE.lock();
+                for &r in chunk[i..n].iter().rev() {
+                    q.push_front(r);
+                }
+                PENDING.store(true, Ordering::Release);
+                drop(q);
+                DRAINING.store(false, Ordering::Release);
+                return;
+            }
         }
     }
     DRAINING.store(false, Ordering::Release);

@@ -47,6 +47,19 @@ pub fn putc(c: u8) {
     wr(THR, c);
 }
 
+/// Like [`putc`] but gives up (returns false) when the transmitter stays
+/// busy, so a console that stops draining cannot hold a hart forever.
+pub fn try_putc(c: u8) -> bool {
+    for _ in 0..100_000 {
+        if rd(LSR) & LSR_THRE != 0 {
+            wr(THR, c);
+            return true;
+        }
+        core::hint::spin_loop();
+    }
+    false
+}
+
 pub fn write_bytes(bytes: &[u8]) {
     for &b in bytes {
         if b == b'\n' {
