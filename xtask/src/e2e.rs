@@ -260,20 +260,7 @@ fn with_session(
 ) -> Result<(), String> {
     let mut s = start(name, opts)?;
     let r = body(&mut s);
-    save_log(name, &s);
-    r.map_err(|e| {
-        let out = s.output();
-        let tail: String = out
-            .lines()
-            .rev()
-            .take(25)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect::<Vec<_>>()
-            .join("\n");
-        format!("{e}\n--- last output ---\n{tail}")
-    })
+    finish(name, &mut s, r)
 }
 
 fn no_panic(s: &Session) -> Result<(), String> {
@@ -476,6 +463,7 @@ fn config_session(name: &str, config: &std::path::Path) -> Result<Session, Strin
     Session::spawn(m.command())
 }
 
+/// Saves the run's log; on error appends the last 30 lines of output.
 fn finish(name: &str, s: &mut Session, r: Result<(), String>) -> Result<(), String> {
     save_log(name, s);
     r.map_err(|e| {
