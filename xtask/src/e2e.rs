@@ -174,7 +174,7 @@ fn cases() -> Vec<Case> {
         Case {
             name: "hostile-guest-2vcpus-no-sstc",
             run: |n| {
-                testkernel_suite_mode(
+                testkernel_suite(
                     n,
                     RunOpts {
                         vcpus: 2,
@@ -183,6 +183,7 @@ fn cases() -> Vec<Case> {
                         append: Some("mode=hostile".into()),
                         ..RunOpts::default()
                     },
+                    None,
                 )
             },
         },
@@ -510,28 +511,6 @@ fn multi_vm_consoles(name: &str) -> Result<(), String> {
         power_off(&mut s)
     })();
     finish(name, &mut s, r)
-}
-
-/// Runs a test-kernel mode that ends with its own summary; all must pass.
-fn testkernel_suite_mode(name: &str, opts: RunOpts) -> Result<(), String> {
-    with_session(name, &opts, |s| {
-        s.expect(" passed, ", T_BOOT)?;
-        let st = s.wait_exit(T_BOOT)?;
-        let out = s.output();
-        let summary = out
-            .lines()
-            .find(|l| l.contains(" passed, ") && l.contains(" failed"))
-            .unwrap_or("");
-        let (p, f) = parse_summary(summary).ok_or(format!("no summary in {summary:?}"))?;
-        if f != 0 || p < 20 {
-            return Err(format!("hostile suite: {summary}"));
-        }
-        no_panic(s)?;
-        if !st.success() {
-            return Err(format!("QEMU exited with {st}"));
-        }
-        Ok(())
-    })
 }
 
 /// The hostile test kernel attacks the hypervisor while a Linux VM keeps
