@@ -438,22 +438,6 @@ fn write_e2e_file(name: &str, contents: impl AsRef<[u8]>) -> Result<PathBuf, Str
     Ok(path)
 }
 
-/// Waits until every named VM has printed `init ready` (output order
-/// between VMs is not fixed, so a sequential expect would not do).
-fn wait_all_ready(s: &Session, vms: &[&str]) -> Result<(), String> {
-    let deadline = Instant::now() + T_LINUX;
-    while vms
-        .iter()
-        .any(|v| !s.output().contains(&format!("[{v}] guest: init ready")))
-    {
-        if Instant::now() > deadline {
-            return Err(format!("not every VM of {vms:?} reached init ready"));
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    Ok(())
-}
-
 fn config_session(name: &str, config: &std::path::Path) -> Result<Session, String> {
     let opts = RunOpts {
         config: Some(config.to_path_buf()),
@@ -490,7 +474,7 @@ fn multi_vm_consoles(name: &str) -> Result<(), String> {
     let mut s = config_session(name, &cfg)?;
     let r = (|| {
         s.expect("[tests] ", T_LINUX)?;
-        wait_all_ready(&s, &["web", "db"])?;
+        s.wait_all_ready(&["web", "db"], T_LINUX)?;
         let out = s.output();
         if !out.contains("[tests] ") || !out.contains(" passed, 0 failed") {
             // The test kernel may still be running; wait for its summary.
@@ -597,14 +581,42 @@ fn host_tool(cmd: &mut Command) -> Result<String, String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// The md5 the guest printed as `MD5_<tag>=<hex>`.
-fn guest_md5(s: &Session, tag: &str) -> Option<String> {
-    let out = s.output();
-    let key = format!("MD5_{tag}=");
-    out.rsplit(&key)
-        .next()
-        .filter(|_| out.contains(&key))
-        .map(|t| t.chars().take(32).collect())
+/// Runs the shell expression `expr` in the guest and returns what it
+/// printed. The guest prints `KEY=<value>`; the command line spells the
+/// marker `KEY""=`, so its echo can never be mistaken for the answer, and
+/// the value is read only once its line is complete.
+fn capture(s: &mut Session, key: &str, expr: &str) -> Result<String, String> {
+    s.send(&format!("echo {key}\"\"=$({expr})\n"))?;
+    s.expect_line(&format!("{key}="), T_CMD)
+}
+
+/// The rest of the last complete line, anywhere in the output so far, that
+/// contains `pat` (for output from a background job or another VM, whose
+/// order against the current expectations is not fixed).
+fn line_anywhere(s: &Session, pat: &str, timeout: Duration) -> Result<String, String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let out = s.output();
+        if let Some(pos) = out.rfind(pat) {
+            let rest = &out[pos + pat.len()..];
+            if let Some(end) = rest.find('\n') {
+                return Ok(rest[..end].trim_end_matches('\r').to_string());
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(format!("timed out after {timeout:?} waiting for {pat:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The md5 of a guest file, as its 32 hex digits.
+fn guest_md5(s: &mut Session, key: &str, path: &str) -> Result<String, String> {
+    let md5 = capture(s, key, &format!("md5sum {path} | cut -c1-32"))?;
+    if md5.len() != 32 || !md5.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!("{key}: the guest printed {md5:?}, not an md5"));
+    }
+    Ok(md5)
 }
 
 /// An ext4 disk made on the host: the guest mounts it, writes a file and a
@@ -624,6 +636,7 @@ fn virtio_blk_ext4(name: &str) -> Result<(), String> {
         ..RunOpts::default()
     };
     let opts = linux_opts(opts);
+    let mut guest_big = String::new();
     with_session(name, &opts, |s| {
         s.expect("guest: init ready", T_LINUX)?;
         ask(
@@ -638,9 +651,10 @@ fn virtio_blk_ext4(name: &str) -> Result<(), String> {
         )?;
         ask(
             s,
-            "dd if=/dev/urandom of=/mnt/big bs=64k count=64 2>/dev/null && echo MD5_BIG=$(md5sum /mnt/big | cut -c1-32)",
-            "MD5_BIG=",
+            "dd if=/dev/urandom of=/mnt/big bs=64k count=64 2>/dev/null && echo big\"\"-written",
+            "big-written",
         )?;
+        guest_big = guest_md5(s, "MD5_BIG", "/mnt/big")?;
         ask(s, "sync && umount /mnt && echo synced\"\"-ok", "synced-ok")?;
         ask(
             s,
@@ -655,12 +669,6 @@ fn virtio_blk_ext4(name: &str) -> Result<(), String> {
         }
         no_panic(s)
     })?;
-    let log = std::fs::read_to_string(dir.join(format!("{name}.log"))).unwrap_or_default();
-    let guest_big = log
-        .rsplit("MD5_BIG=")
-        .next()
-        .map(|t| t.chars().take(32).collect::<String>())
-        .unwrap_or_default();
     let small = host_tool(
         Command::new("debugfs")
             .args(["-R", "cat /hello.txt"])
@@ -678,7 +686,7 @@ fn virtio_blk_ext4(name: &str) -> Result<(), String> {
             .arg(&img),
     )?;
     let host_md5 = host_tool(Command::new("md5sum").arg(&dumped))?;
-    if guest_big.len() != 32 || !host_md5.starts_with(&guest_big) {
+    if !host_md5.starts_with(&guest_big) {
         return Err(format!(
             "big file differs: guest md5 {guest_big:?}, host {host_md5:?}"
         ));
@@ -692,13 +700,7 @@ fn virtio_blk_ext4(name: &str) -> Result<(), String> {
             "mkdir -p /mnt && mount -t ext4 /dev/vda /mnt && cat /mnt/hello.txt",
             "Hello from a Rivet guest",
         )?;
-        ask(
-            s,
-            "echo MD5_AGAIN=$(md5sum /mnt/big | cut -c1-32)",
-            "MD5_AGAIN=",
-        )?;
-        std::thread::sleep(Duration::from_millis(300));
-        let again = guest_md5(s, "AGAIN").unwrap_or_default();
+        let again = guest_md5(s, "MD5_AGAIN", "/mnt/big")?;
         if again != guest_big {
             return Err(format!("second boot md5 {again:?} != {guest_big:?}"));
         }
@@ -761,7 +763,7 @@ fn virtio_blk_windows(name: &str) -> Result<(), String> {
     .map_err(|e| e.to_string())?;
     let mut s = config_session(name, &cfg)?;
     let r = (|| {
-        wait_all_ready(&s, &["left", "right"])?;
+        s.wait_all_ready(&["left", "right"], T_LINUX)?;
         ask(
             &mut s,
             "echo SIZE=$(cat /sys/block/vda/size)",
@@ -779,19 +781,11 @@ fn virtio_blk_windows(name: &str) -> Result<(), String> {
             "echo SIZE=$(cat /sys/block/vda/size)",
             "[right] SIZE=32768",
         )?;
-        ask(
+        let seen = capture(
             &mut s,
-            "echo RIGHT_SEES=$(head -c 16 /dev/vda | od -An -c | tr -d ' ')",
-            "[right] RIGHT_SEES=",
+            "RIGHT_SEES",
+            "head -c 16 /dev/vda | od -An -c | tr -d ' '",
         )?;
-        std::thread::sleep(Duration::from_millis(300));
-        let out = s.output();
-        let seen = out
-            .rsplit("RIGHT_SEES=")
-            .next()
-            .and_then(|t| t.lines().next())
-            .unwrap_or("")
-            .to_string();
         if seen.contains("left") {
             return Err(format!("right VM read the left VM's data: {seen}"));
         }
@@ -879,14 +873,14 @@ fn virtio_net_switch(name: &str) -> Result<(), String> {
     std::fs::write(&cfg, text).map_err(|e| e.to_string())?;
     let mut s = config_session(name, &cfg)?;
     let r = (|| {
-        wait_all_ready(&s, &["alpha", "beta", "gamma"])?;
+        s.wait_all_ready(&["alpha", "beta", "gamma"], T_LINUX)?;
         // alpha: 10.0.0.1, listens for a file.
         ask(
             &mut s,
             "ip addr add 10.0.0.1/24 dev eth0 && ip link set eth0 up && echo alpha\"\"-up",
             "[alpha] alpha-up",
         )?;
-        s.send("(nc -l -p 5000 < /dev/null > /tmp/recv; echo RECV_\"\"MD5=$(md5sum /tmp/recv | cut -c1-32)) &\n")?;
+        s.send("(nc -l -p 5000 < /dev/null > /tmp/recv; echo RECV_MD5\"\"=$(md5sum /tmp/recv | cut -c1-32)) &\n")?;
         // beta: 10.0.0.2, pings alpha and sends it a file.
         s.send("\x01n")?;
         s.expect("console input -> VM 1", T_CMD)?;
@@ -900,23 +894,20 @@ fn virtio_net_switch(name: &str) -> Result<(), String> {
             "ping -c 3 10.0.0.1 > /tmp/p; echo PINGS=$(grep -c 'bytes from' /tmp/p)",
             "[beta] PINGS=3",
         )?;
-        ask(&mut s, "dd if=/dev/urandom of=/tmp/send bs=1k count=512 2>/dev/null; echo SENT_\"\"MD5=$(md5sum /tmp/send | cut -c1-32)", "SENT_MD5=")?;
+        ask(
+            &mut s,
+            "dd if=/dev/urandom of=/tmp/send bs=1k count=512 2>/dev/null; echo dd\"\"-done",
+            "[beta] dd-done",
+        )?;
+        let sent = guest_md5(&mut s, "SENT_MD5", "/tmp/send")?;
         ask(
             &mut s,
             "nc -w 3 10.0.0.1 5000 < /tmp/send; echo nc\"\"-done",
             "[beta] nc-done",
         )?;
-        s.expect("RECV_MD5=", T_CMD)?;
-        std::thread::sleep(Duration::from_millis(500));
-        let out = s.output();
-        let grab = |key: &str| {
-            out.rsplit(key)
-                .next()
-                .map(|t| t.chars().take(32).collect::<String>())
-                .unwrap_or_default()
-        };
-        let (sent, recv) = (grab("SENT_MD5="), grab("RECV_MD5="));
-        if sent.len() != 32 || sent != recv {
+        // alpha's listener may finish before or after beta's prompt returns.
+        let recv = line_anywhere(&s, "[alpha] RECV_MD5=", T_CMD)?;
+        if sent != recv {
             return Err(format!(
                 "TCP transfer checksum mismatch: sent {sent:?}, received {recv:?}"
             ));
@@ -1108,7 +1099,7 @@ fn virtio_fs_two_vms(name: &str) -> Result<(), String> {
     )?;
     let mut s = config_session(name, &cfg)?;
     let r = (|| {
-        wait_all_ready(&s, &["left", "right"])?;
+        s.wait_all_ready(&["left", "right"], T_LINUX)?;
         ask(&mut s, "mkdir -p /mnt && mount -t virtiofs shared /mnt && echo from-left > /mnt/left.txt && echo left\"\"-wrote", "[left] left-wrote")?;
         s.send("\x01n")?;
         s.expect("console input -> VM 1", T_CMD)?;
@@ -1149,18 +1140,16 @@ fn fuzz_smoke() -> Result<(), String> {
     }
 }
 
-/// CI's short soak: 30 s of checksummed disk I/O in two oversubscribed VMs.
+/// CI's short soak: 30 s of checksummed disk and network I/O in two
+/// oversubscribed VMs.
 fn soak_short(name: &str) -> Result<(), String> {
     let r = crate::soak::run_soak(0.5, name)?;
     crate::soak::report(&r);
-    if r.mismatches != 0 || !r.errors.is_empty() {
+    if r.failed() || r.rounds < 2 || r.net_rounds < 2 {
         return Err(format!(
-            "{} mismatches, errors: {:?}",
-            r.mismatches, r.errors
+            "{} disk rounds, {} network transfers, {} mismatches, errors: {:?}",
+            r.rounds, r.net_rounds, r.mismatches, r.errors
         ));
-    }
-    if r.rounds < 2 {
-        return Err(format!("only {} rounds completed", r.rounds));
     }
     Ok(())
 }

@@ -128,20 +128,42 @@ impl Session {
 
     /// Waits until `pat` appears after the previous match; moves past it.
     pub fn expect(&mut self, pat: &str, timeout: Duration) -> Result<(), String> {
+        self.wait_for(pat, false, timeout).map(|_| ())
+    }
+
+    /// Waits until `pat` appears after the previous match and its line is
+    /// complete; returns the rest of that line (without `\r`) and moves
+    /// past it. Use it to read a value the guest prints after a marker.
+    pub fn expect_line(&mut self, pat: &str, timeout: Duration) -> Result<String, String> {
+        self.wait_for(pat, true, timeout)
+    }
+
+    fn wait_for(&mut self, pat: &str, line: bool, timeout: Duration) -> Result<String, String> {
         let deadline = Instant::now() + timeout;
+        // Returns the text after `pat` (up to the end of its line when
+        // `line`) and how far the cursor moves, once it is all there.
+        let scan = |o: &[u8], cursor: usize| -> Option<(String, usize)> {
+            let hay = &o[cursor.min(o.len())..];
+            let start = find(hay, pat.as_bytes())? + pat.len();
+            if !line {
+                return Some((String::new(), start));
+            }
+            let len = hay[start..].iter().position(|&b| b == b'\n')?;
+            let text = String::from_utf8_lossy(&hay[start..start + len]);
+            Some((text.trim_end_matches('\r').to_string(), start + len + 1))
+        };
         loop {
             {
                 let o = self.out.lock().map_err(|_| "poisoned")?;
-                let hay = &o[self.cursor.min(o.len())..];
-                if let Some(pos) = find(hay, pat.as_bytes()) {
-                    self.cursor += pos + pat.len();
-                    return Ok(());
+                if let Some((text, moved)) = scan(&o, self.cursor) {
+                    self.cursor += moved;
+                    return Ok(text);
                 }
             }
             if let Ok(Some(st)) = self.child.try_wait() {
                 std::thread::sleep(Duration::from_millis(100));
                 let o = self.out.lock().map_err(|_| "poisoned")?;
-                if find(&o[self.cursor.min(o.len())..], pat.as_bytes()).is_some() {
+                if scan(&o, self.cursor).is_some() {
                     drop(o);
                     continue;
                 }
@@ -151,6 +173,30 @@ impl Session {
                 return Err(format!("timed out after {timeout:?} waiting for {pat:?}"));
             }
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits until every named VM of a multi-VM run has printed `init
+    /// ready`, in any order (the VMs boot concurrently, so a sequence of
+    /// `expect`s could step past one VM's line while waiting for another).
+    pub fn wait_all_ready(&self, vms: &[&str], timeout: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let out = self.output();
+            let missing: Vec<&str> = vms
+                .iter()
+                .copied()
+                .filter(|v| !out.contains(&format!("[{v}] guest: init ready")))
+                .collect();
+            if missing.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "timed out after {timeout:?}: {missing:?} never reached init ready"
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(200));
         }
     }
 
