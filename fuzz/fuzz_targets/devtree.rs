@@ -65,6 +65,8 @@ struct Cfg {
     exts: Vec<u8>,
     /// A name of the fuzzer's own (may be invalid).
     own_ext: Option<String>,
+    cboz_block: Option<u32>,
+    rng_seed: Option<Vec<u8>>,
     mmu: u8,
     timebase: u64,
     memory: (Num, Num),
@@ -127,6 +129,8 @@ fn build(cfg: &Cfg) -> Option<Vec<u8>> {
     let gdt = GuestDt {
         vcpus: u32::from(cfg.vcpus % 72),
         isa_extensions: &exts,
+        cboz_block_size: cfg.cboz_block,
+        rng_seed: cfg.rng_seed.as_deref(),
         mmu_type: MMUS[usize::from(cfg.mmu) % MMUS.len()],
         timebase_frequency: cfg.timebase,
         memory: Region::new(cfg.memory.0.get(), cfg.memory.1.get()),

@@ -2,7 +2,9 @@
 //! into a typed [`Exit`] that the run loop dispatches on.
 
 use crate::arch::csr::*;
+use crate::arch::hext;
 use crate::csr_read;
+use rivet_insn::MmioAccess;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
@@ -68,6 +70,38 @@ pub fn decode() -> Exit {
             htval: csr_read!(HTVAL),
         },
     }
+}
+
+/// The trapping load/store: from htinst when it holds a transformed
+/// instruction, else fetched from guest memory with HLVX. None when the
+/// fetch itself faults.
+pub fn decode_mmio(
+    htinst: u64,
+    pc: u64,
+    gpa: u64,
+    gva: u64,
+) -> Option<Result<MmioAccess, rivet_insn::DecodeError>> {
+    if htinst & 1 == 1 {
+        return Some(rivet_insn::decode_transformed(htinst as u32));
+    }
+    if htinst != 0 {
+        // A pseudoinstruction: the fault came from an implicit VS-stage
+        // page-table access, i.e. the guest put its page tables in MMIO.
+        return Some(Err(rivet_insn::DecodeError::NotLoadStore));
+    }
+    // Without htinst the fault may have come from the guest's own page-table
+    // walk rather than from the instruction at pc; an explicit access keeps
+    // the page offset of its virtual address, a PTE fetch generally does not.
+    if gpa & 0xfff != gva & 0xfff {
+        return Some(Err(rivet_insn::DecodeError::NotLoadStore));
+    }
+    let lo = hext::hlvx_hu(pc)? as u32;
+    let insn = if lo & 3 == 3 {
+        lo | ((hext::hlvx_hu(pc.wrapping_add(2))? as u32) << 16)
+    } else {
+        lo
+    };
+    Some(rivet_insn::decode(insn))
 }
 
 pub fn cause_name(cause: u64) -> &'static str {

@@ -20,7 +20,6 @@ use crate::sync::{HartMutex, HartMutexGuard};
 use crate::vm::{Vm, VmState, PLIC_BASE, PLIC_SIZE, UART_BASE, UART_SIZE, VIRTIO_BASE};
 use crate::{csr_clear, csr_read, csr_write};
 use rivet_frame_alloc::FrameAllocator;
-use rivet_insn::MmioAccess;
 use rivet_sbi::{HartState, Outcome, ResetReason, ResetType, SbiCall};
 
 /// Time slice when several vCPUs share a hart, in timebase ticks (10 ms at 10 MHz).
@@ -157,6 +156,10 @@ fn run_vcpu(h: &mut Hart, s: Slot, mut m: HartMutexGuard<'static, Machine>) {
     let (v, c) = s;
     m.vms[v].vcpus[c].running_on = Some(h.slot);
     m.switch_to(h, s);
+    let ids = m.machine_ids;
+    let vm = &mut m.vms[v];
+    vm.vcpus[c].ctx.fast.shared = Some(vm.shared);
+    vm.vcpus[c].ctx.fast.machine_ids = ids;
     let mut slice_end = u64::MAX;
     loop {
         // A time slice runs while another vCPU waits for this hart; with
@@ -191,11 +194,24 @@ fn run_vcpu(h: &mut Hart, s: Slot, mut m: HartMutexGuard<'static, Machine>) {
         // and vCPU vectors are never resized after boot, so the pointer
         // stays valid.
         arch::trap::enter_guest(unsafe { &mut *ctx });
-        let e = exit::decode();
         let hw_hvip = csr_read!(HVIP);
         m = lock();
-        m.vms[v].vcpus[c].merge_hvip(hw_hvip);
-        let mut next = m.handle_exit(h, s, e);
+        let vcpu = &mut m.vms[v].vcpus[c];
+        vcpu.merge_hvip(hw_hvip);
+        let fast = &mut vcpu.ctx.fast;
+        fast.counts.drain_into(&mut vcpu.stats);
+        let (exit, sync_irqs) = (fast.exit.take(), core::mem::take(&mut fast.sync_irqs));
+        let mut next = match exit {
+            _ if sync_irqs => {
+                // The fast path did a UART access that moved its
+                // interrupt line: recompute the VM's interrupts.
+                let woken = m.vms[v].sync_irqs();
+                m.kick_mask(h, v, woken & !(1 << c));
+                Next::Resume
+            }
+            Some(e) => m.handle_exit(h, s, e),
+            None => Next::Resume,
+        };
         if let Next::WaitFences(targets) = next {
             drop(m);
             wait_fences(s, targets);
@@ -559,11 +575,7 @@ impl Machine {
                             hvc.dev.device_mut().push_input(&[b]);
                             vm.poll_devices();
                         }
-                        _ => {
-                            if vm.input.len() < 4096 {
-                                vm.input.push_back(b);
-                            }
-                        }
+                        _ => vm.shared.port.lock().push_input(b),
                     }
                     let woken = vm.sync_irqs();
                     self.kick_mask(h, f, woken);
@@ -803,7 +815,7 @@ impl Machine {
         };
         let vm = &mut self.vms[v];
         let pc = vm.vcpus[c].ctx.sepc;
-        let op = match decode_mmio(htinst, pc, gpa, gva) {
+        let op = match exit::decode_mmio(htinst, pc, gpa, gva) {
             Some(Ok(op)) if op.is_store == (access == Access::Store) => op,
             other => {
                 vm.vcpus[c].stats.mmio_unclaimed += 1;
@@ -832,23 +844,18 @@ impl Machine {
             woken = vm.sync_irqs();
             r
         } else if (UART_BASE..UART_BASE + UART_SIZE).contains(&gpa) && width == 1 {
+            // The fast path serves these first (fastpath.rs); this is the
+            // same access for exits it hands over.
             vm.vcpus[c].stats.mmio_uart += 1;
-            let off = gpa - UART_BASE;
-            let line_before = vm.uart.irq();
-            let r = if op.is_store {
-                if let Some(b) = vm.uart.write(off, store_val as u8) {
-                    vm.emit(&[b]);
-                }
-                Some(0)
-            } else {
-                Some(vm.uart.read(off) as u64)
-            };
-            // Most UART accesses (LSR polls, THR writes, the scratch
-            // register) change no interrupt line: skip the full recompute.
-            if vm.uart.irq() != line_before || !vm.input.is_empty() {
+            let a = vm
+                .shared
+                .port
+                .lock()
+                .access(gpa - UART_BASE, op.is_store.then_some(store_val as u8));
+            if a.needs_sync {
                 woken = vm.sync_irqs();
             }
-            r
+            Some(a.value)
         } else if gpa >= VIRTIO_BASE {
             match vm.virtio_access(gpa, op.is_store, width, store_val) {
                 Some(r) => {
@@ -989,38 +996,6 @@ fn sync_wake_state(vcpu: &mut crate::vcpu::Vcpu, sstc: bool) {
     if sstc {
         vcpu.csrs.vstimecmp = csr_read!(VSTIMECMP);
     }
-}
-
-/// The trapping load/store: from htinst when it holds a transformed
-/// instruction, else fetched from guest memory with HLVX. None when the
-/// fetch itself faults.
-fn decode_mmio(
-    htinst: u64,
-    pc: u64,
-    gpa: u64,
-    gva: u64,
-) -> Option<Result<MmioAccess, rivet_insn::DecodeError>> {
-    if htinst & 1 == 1 {
-        return Some(rivet_insn::decode_transformed(htinst as u32));
-    }
-    if htinst != 0 {
-        // A pseudoinstruction: the fault came from an implicit VS-stage
-        // page-table access, i.e. the guest put its page tables in MMIO.
-        return Some(Err(rivet_insn::DecodeError::NotLoadStore));
-    }
-    // Without htinst the fault may have come from the guest's own page-table
-    // walk rather than from the instruction at pc; an explicit access keeps
-    // the page offset of its virtual address, a PTE fetch generally does not.
-    if gpa & 0xfff != gva & 0xfff {
-        return Some(Err(rivet_insn::DecodeError::NotLoadStore));
-    }
-    let lo = hext::hlvx_hu(pc)? as u32;
-    let insn = if lo & 3 == 3 {
-        lo | ((hext::hlvx_hu(pc.wrapping_add(2))? as u32) << 16)
-    } else {
-        lo
-    };
-    Some(rivet_insn::decode(insn))
 }
 
 /// Delivers an exception to the guest as the hardware would have if it had

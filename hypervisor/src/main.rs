@@ -15,6 +15,7 @@ extern crate alloc;
 mod arch;
 mod console;
 mod exit;
+mod fastpath;
 mod hostplic;
 mod logger;
 mod machine;
@@ -22,7 +23,9 @@ mod mm;
 mod outq;
 mod physdev;
 mod physfs;
+mod port;
 mod sbi_env;
+mod seed;
 mod sync;
 mod vcpu;
 mod vm;
@@ -55,6 +58,7 @@ fn fail(msg: core::fmt::Arguments) -> ! {
 
 #[no_mangle]
 extern "C" fn rust_main(hartid: u64, dtb_pa: u64) -> ! {
+    let t_start = arch::time();
     arch::trap::install_vector();
     mm::init_heap();
     logger::init(3);
@@ -90,7 +94,16 @@ extern "C" fn rust_main(hartid: u64, dtb_pa: u64) -> ! {
             "this CPU has no H extension (hypervisor support); run QEMU with -cpu rv64,h=true"
         ));
     }
-    let caps = arch::probe_caps();
+    let mut caps = arch::probe_caps();
+    // Before init_hart, which passes Zicboz on to guests when it works here.
+    caps.cboz_block = arch::hext::probe_cbo_zero();
+    mm::set_cbo_block(caps.cboz_block);
+    if caps.cboz_block != 0 {
+        log::info!(
+            "Zicboz: cbo.zero ({}-byte blocks) zeroes guest RAM and is passed to guests",
+            caps.cboz_block
+        );
+    }
     let mode = if caps.sv39x4 {
         Mode::Sv39x4
     } else if caps.sv48x4 {
@@ -124,11 +137,6 @@ extern "C" fn rust_main(hartid: u64, dtb_pa: u64) -> ! {
         firmware::impl_id()
     );
     arch::init_hart(&caps);
-    let cbo = arch::hext::probe_cbo_zero();
-    mm::set_cbo_block(cbo);
-    if cbo != 0 {
-        log::info!("Zicboz: zeroing guest RAM with cbo.zero ({cbo}-byte blocks)");
-    }
 
     // Free RAM: everything but our image, firmware, the DTB and the bundle.
     let (img_start, img_end) = arch::entry::image_range();
@@ -220,12 +228,13 @@ extern "C" fn rust_main(hartid: u64, dtb_pa: u64) -> ! {
         .first()
         .and_then(|h| h.mmu.clone())
         .unwrap_or_else(|| String::from("riscv,sv39"));
-    let exts = guest_extensions(host.harts.first(), caps.sstc);
+    let exts = guest_extensions(host.harts.first(), &caps);
     let view = vm::HostView {
         timebase: host.timebase_frequency,
         mmu_type: &mmu,
         extensions: &exts,
         sstc: caps.sstc,
+        cboz_block: u32::try_from(caps.cboz_block).ok().filter(|&b| b != 0),
         gstage_mode: mode,
         harts: hart_ids.len(),
     };
@@ -236,10 +245,19 @@ extern "C" fn rust_main(hartid: u64, dtb_pa: u64) -> ! {
         None => fail(format_args!("no memory for virtio DMA")),
     }
     let mut phys = physdev::probe(&host.virtio_mmio, host.timebase_frequency);
+    {
+        let mut rng = phys.rng.clone().map(physdev::Entropy);
+        seed::init(
+            host.rng_seed.as_deref(),
+            rng.as_mut()
+                .map(|r| r as &mut dyn rivet_virtio::rng::EntropySource),
+        );
+    }
     let multi = bundle.vm_count() > 1;
     // VMIDs 1..=max; when VMs outnumber them they are shared and a hart
     // flushes the VMID when it switches between VMs that share it.
     let max_vmid = (1u64 << caps.vmid_bits).saturating_sub(1);
+    let t_vms_start = arch::time();
     for (i, desc) in bundle.vms().enumerate() {
         let vmid = if max_vmid == 0 {
             0
@@ -257,7 +275,9 @@ extern "C" fn rust_main(hartid: u64, dtb_pa: u64) -> ! {
         };
         match vm::Vm::new(i, &desc, vmid, &view, &mut machine.frames, devices) {
             Ok(mut vm) => {
-                vm.prefix_output = multi;
+                if multi {
+                    vm.shared.port.lock().set_prefix(&vm.name);
+                }
                 if let Some(h) = vm.hvc.as_mut() {
                     h.dev.device_mut().backend_mut().prefix = multi;
                 }
@@ -282,6 +302,7 @@ extern "C" fn rust_main(hartid: u64, dtb_pa: u64) -> ! {
     if machine.vms.is_empty() {
         fail(format_args!("no VM could be started"));
     }
+    let t_vms = arch::time();
     for vm in &machine.vms {
         for v in &vm.vcpus {
             if let Some(p) = v.pin {
@@ -327,6 +348,14 @@ extern "C" fn rust_main(hartid: u64, dtb_pa: u64) -> ! {
     for (slot, &id) in hart_ids.iter().enumerate() {
         sync::set_current_hart(slot, id);
     }
+    // Guest time spent here (under -icount, 1 instruction = 1 ns): the
+    // bench compares it with the guests' own boot.
+    let us = |t: u64| t.saturating_mul(1_000_000) / host.timebase_frequency.max(1);
+    log::info!(
+        "boot: hypervisor set-up {} us, of which VM set-up {} us",
+        us(arch::time().saturating_sub(t_start)),
+        us(t_vms.saturating_sub(t_vms_start))
+    );
     sync::set_current_hart(boot_slot, hartid);
     machine::install(machine);
     for (slot, hartid) in hart_ids.iter().enumerate() {
@@ -447,7 +476,10 @@ fn vm_devices(
 
 /// The ISA extensions a guest gets: what the host hart has, limited to
 /// what runs unmodified in VS-mode without hypervisor help.
-fn guest_extensions(hart: Option<&rivet_devtree::HartInfo>, sstc: bool) -> Vec<&'static str> {
+fn guest_extensions(
+    hart: Option<&rivet_devtree::HartInfo>,
+    caps: &arch::Caps,
+) -> Vec<&'static str> {
     const PASS: &[&str] = &[
         "i",
         "m",
@@ -472,8 +504,11 @@ fn guest_extensions(hart: Option<&rivet_devtree::HartInfo>, sstc: bool) -> Vec<&
                 || matches!(*e, "zicntr" | "zicsr" | "zifencei")
         })
         .collect();
-    if sstc {
+    if caps.sstc {
         v.push("sstc");
+    }
+    if caps.cboz_block != 0 && u32::try_from(caps.cboz_block).is_ok() {
+        v.push("zicboz");
     }
     v
 }

@@ -74,17 +74,7 @@ impl SbiEnv for Env<'_> {
     }
 
     fn console_read(&mut self, buf: &mut [u8]) -> usize {
-        let mut n = 0;
-        for slot in buf.iter_mut() {
-            match self.vm.input.pop_front() {
-                Some(b) => {
-                    *slot = b;
-                    n += 1;
-                }
-                None => break,
-            }
-        }
-        n
+        self.vm.shared.port.lock().read_input(buf)
     }
 
     fn vcpu_count(&self) -> usize {

@@ -4,18 +4,17 @@
 //! Guest physical map (mirrors QEMU `virt`, so Linux feels at home):
 //! PLIC at 0x0c00_0000, UART at 0x1000_0000 (irq 10), RAM at 0x8000_0000.
 
-use alloc::collections::VecDeque;
 use alloc::string::String;
 use alloc::vec::Vec;
 
 use crate::arch::csr::*;
 use crate::mm::{self, GuestRam, TableFrames};
+use crate::port::VmShared;
 use crate::vcpu::Vcpu;
 use rivet_devtree::{Device, GuestDt, Region};
 use rivet_frame_alloc::FrameAllocator;
 use rivet_gstage::{GStage, Mode, Perms};
 use rivet_sbi::HartState;
-use rivet_uart16550::Uart16550;
 use rivet_virtio::blk::Blk;
 use rivet_virtio::console::{Console, ConsoleBackend};
 use rivet_virtio::mmio::MmioDevice;
@@ -121,19 +120,17 @@ pub struct Vm {
     pub hgatp: u64,
     pub vcpus: Vec<Vcpu>,
     pub plic: Plic,
-    pub uart: Uart16550,
+    /// The UART and console queues, usable without the machine lock.
+    pub shared: &'static VmShared,
     pub state: VmState,
     pub sstc: bool,
-    /// Console bytes waiting to enter the UART receive FIFO (or DBCN read).
-    pub input: VecDeque<u8>,
-    /// Current output line (multi-VM consoles prefix each line).
-    pub out_line: Vec<u8>,
-    pub prefix_output: bool,
     pub images: Images,
     pub dtb: Vec<u8>,
     pub entry: u64,
     pub dtb_addr: u64,
     pub boots: u32,
+    /// Offset and length of `/chosen/rng-seed` in `dtb`.
+    seed_at: Option<(usize, usize)>,
     /// Kinds of guest misbehaviour already logged (once per kind).
     pub reported: crate::logger::Once,
     pub blks: Vec<VirtioSlot<Blk<DiskWindow>>>,
@@ -182,6 +179,8 @@ pub struct HostView<'a> {
     pub mmu_type: &'a str,
     pub extensions: &'a [&'a str],
     pub sstc: bool,
+    /// `cbo.zero` block size when guests get Zicboz.
+    pub cboz_block: Option<u32>,
     pub gstage_mode: Mode,
     /// Physical harts the hypervisor runs on (pins must be below this).
     pub harts: usize,
@@ -350,9 +349,13 @@ impl Vm {
             size: VIRTIO_SIZE,
             irq: Some(f.irq),
         }));
+        // A placeholder: every boot writes a fresh seed over it.
+        let seed = [0u8; crate::seed::SEED_LEN];
         let dt = GuestDt {
             vcpus: desc.vcpus,
             isa_extensions: host.extensions,
+            cboz_block_size: host.cboz_block,
+            rng_seed: crate::seed::available().then_some(&seed[..]),
             mmu_type: host.mmu_type,
             timebase_frequency: host.timebase,
             memory: Region {
@@ -379,6 +382,7 @@ impl Vm {
         if dtb.len() as u64 > rivet_loader::DTB_MAX {
             return Err(VmError::Dt);
         }
+        let seed_at = rivet_devtree::rng_seed_offset(&dtb);
         let mut vm = Vm {
             index,
             name: String::from(desc.name),
@@ -394,17 +398,15 @@ impl Vm {
                 })
                 .collect(),
             plic: Plic::new(PLIC_NDEV, desc.vcpus as usize),
-            uart: Uart16550::new(),
+            shared: VmShared::leak(),
             state: VmState::Running,
             sstc: host.sstc,
-            input: VecDeque::new(),
-            out_line: Vec::new(),
-            prefix_output: false,
             images,
             dtb,
             entry: layout.kernel,
             dtb_addr: layout.dtb,
             boots: 0,
+            seed_at,
             reported: crate::logger::Once::new(),
             blks,
             hvc,
@@ -418,13 +420,29 @@ impl Vm {
 
     /// (Re)loads pristine images into zeroed RAM and starts vCPU 0.
     fn boot(&mut self, layout: &rivet_loader::Layout) {
+        let t0 = crate::arch::time();
         mm::zero(self.ram.hpa, self.ram.size);
+        let t1 = crate::arch::time();
         let off = |gpa: u64| self.ram.hpa + (gpa - RAM_BASE);
         mm::copy_to(off(layout.kernel), self.images.kernel);
         if let (Some((start, _)), Some(initrd)) = (layout.initrd, self.images.initrd) {
             mm::copy_to(off(start), initrd);
         }
         mm::copy_to(off(layout.dtb), &self.dtb);
+        if let (Some((at, len)), Some(seed)) = (
+            self.seed_at,
+            crate::seed::for_vm(self.index, u64::from(self.boots)),
+        ) {
+            if let Some(seed) = seed.get(..len) {
+                mm::copy_to(off(layout.dtb) + at as u64, seed);
+            }
+        }
+        log::debug!(
+            "VM {}: RAM zeroed in {} timebase ticks, images loaded in {}",
+            self.name,
+            t1 - t0,
+            crate::arch::time() - t1
+        );
         for v in &mut self.vcpus {
             let pin = v.pin;
             *v = Vcpu::new(v.id);
@@ -432,7 +450,7 @@ impl Vm {
         }
         self.vcpus[0].reset_to(self.entry, self.dtb_addr);
         self.plic.reset();
-        self.uart.reset();
+        self.shared.port.lock().reset();
         for b in &mut self.blks {
             b.dev.reset();
         }
@@ -492,68 +510,26 @@ impl Vm {
         self.state == VmState::Running
     }
 
-    /// Guest console output (UART, DBCN, legacy putchar).
+    /// Guest console output (DBCN, legacy putchar).
     pub fn emit(&mut self, bytes: &[u8]) {
-        if !self.prefix_output {
-            crate::outq::write(bytes);
-            return;
-        }
-        for &b in bytes {
-            if b == b'\r' {
-                continue;
-            }
-            self.out_line.push(b);
-            if b == b'\n' || self.out_line.len() >= 512 {
-                self.flush_output();
-            }
-        }
+        self.shared.port.lock().emit(bytes);
     }
 
-    /// At idle, shows a pending partial line only when it looks like a
-    /// prompt waiting for input (`# `, `$ `, `> `, `: `); other partial
-    /// lines wait for their newline, so lines are never split.
+    /// See [`crate::port::ConsolePort::flush_prompt`].
     pub fn flush_prompt(&mut self) {
-        let tail = self.out_line.len().saturating_sub(2);
-        if matches!(
-            self.out_line.get(tail..),
-            Some(b"# " | b"$ " | b"> " | b": ")
-        ) {
-            self.flush_output();
-        }
+        self.shared.port.lock().flush_prompt();
     }
 
     pub fn flush_output(&mut self) {
-        if self.out_line.is_empty() {
-            return;
-        }
-        let mut line = alloc::vec::Vec::with_capacity(self.out_line.len() + self.name.len() + 5);
-        line.push(b'[');
-        line.extend_from_slice(self.name.as_bytes());
-        line.extend_from_slice(b"] ");
-        for &b in &self.out_line {
-            if b == b'\n' {
-                line.push(b'\r');
-            }
-            line.push(b);
-        }
-        if self.out_line.last() != Some(&b'\n') {
-            line.extend_from_slice(b"\r\n");
-        }
-        crate::outq::write(&line);
-        self.out_line.clear();
+        self.shared.port.lock().flush();
     }
 
     /// Moves queued console input into the UART FIFO and recomputes every
     /// interrupt line; wakes vCPUs that now have an external interrupt and
     /// returns them as a bitmask (their harts need a kick).
     pub fn sync_irqs(&mut self) -> u64 {
-        while self.uart.rx_space() > 0 {
-            let Some(b) = self.input.pop_front() else {
-                break;
-            };
-            self.uart.push_input(&[b]);
-        }
-        self.plic.set_level(UART_IRQ, self.uart.irq());
+        let uart_irq = self.shared.port.lock().feed_rx();
+        self.plic.set_level(UART_IRQ, uart_irq);
         for b in &self.blks {
             self.plic.set_level(b.irq, b.dev.irq_level());
         }

@@ -228,6 +228,10 @@ fn cases() -> Vec<Case> {
             run: |_| fuzz_smoke(),
         },
         Case {
+            name: "guest-rng-seeds-differ",
+            run: guest_rng_seeds,
+        },
+        Case {
             name: "crashing-guest-is-stopped",
             run: crashing_guest,
         },
@@ -546,6 +550,44 @@ fn hostile_guest(name: &str) -> Result<(), String> {
             ));
         }
         power_off(&mut s)
+    })();
+    finish(name, &mut s, r)
+}
+
+/// Every VM boots with its own /chosen/rng-seed: two test kernels each
+/// check theirs (64 bytes, not zero) and print its first bytes, which must
+/// differ between them.
+fn guest_rng_seeds(name: &str) -> Result<(), String> {
+    let vm = |n: &str| {
+        format!("\n[[vm]]\nname = \"{n}\"\nvcpus = 1\nmemory = \"64M\"\nkernel = \"testkernel\"\n")
+    };
+    let cfg = write_e2e_file(
+        "seeds.toml",
+        format!("[machine]\nharts = 2\n{}{}", vm("one"), vm("two")),
+    )?;
+    let mut s = config_session(name, &cfg)?;
+    let r = (|| {
+        let one = line_anywhere(&s, "[one] testkernel: rng-seed of 64 bytes: ", T_BOOT)?;
+        let two = line_anywhere(&s, "[two] testkernel: rng-seed of 64 bytes: ", T_BOOT)?;
+        if one.len() != 16 || one == two {
+            return Err(format!("seeds {one:?} and {two:?} should be distinct"));
+        }
+        s.expect("all VMs stopped; powering off", T_BOOT)?;
+        let st = s.wait_exit(T_CMD)?;
+        let out = s.output();
+        for v in ["one", "two"] {
+            if !out.contains(&format!("[{v}] ok 1 - dt: /chosen/rng-seed")) {
+                return Err(format!("VM {v} did not pass its rng-seed check"));
+            }
+        }
+        if out.contains("not ok") || out.matches(" passed, 0 failed").count() < 2 {
+            return Err("a guest suite failed".into());
+        }
+        no_panic(&s)?;
+        if !st.success() {
+            return Err(format!("QEMU exited with {st}"));
+        }
+        Ok(())
     })();
     finish(name, &mut s, r)
 }

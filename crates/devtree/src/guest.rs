@@ -101,12 +101,19 @@ pub struct GuestDt<'a> {
     /// paging mode to this, so it must not exceed what the guest's `vsatp`
     /// supports.
     pub mmu_type: &'a str,
+    /// `riscv,cboz-block-size` of every hart: the `cbo.zero` block size,
+    /// required with `"zicboz"` in `isa_extensions` (a power of two).
+    pub cboz_block_size: Option<u32>,
     /// Timer frequency in Hz (non-zero).
     pub timebase_frequency: u64,
     /// Guest RAM (non-empty).
     pub memory: Region,
     /// Kernel command line (no NUL bytes).
     pub bootargs: &'a str,
+    /// `/chosen/rng-seed`: entropy for the guest's RNG at boot (Linux
+    /// credits it and starts with a seeded CRNG). 1..=256 bytes. Use
+    /// [`rng_seed_offset`] to put a fresh seed into the built blob.
+    pub rng_seed: Option<&'a [u8]>,
     /// Initrd location; must lie inside `memory`.
     pub initrd: Option<Region>,
     /// PLIC register window (`irq` is ignored).
@@ -160,6 +167,9 @@ pub fn build_guest(cfg: &GuestDt<'_>) -> Result<Vec<u8>, Error> {
         w.property_u64("linux,initrd-start", initrd.base)?;
         w.property_u64("linux,initrd-end", end)?;
     }
+    if let Some(seed) = cfg.rng_seed {
+        w.property("rng-seed", seed)?;
+    }
     w.end_node(chosen)?;
 
     let memory = w.begin_node(&format!("memory@{:x}", cfg.memory.base))?;
@@ -198,6 +208,9 @@ fn write_cpus(
         w.property_string("riscv,isa-base", "rv64i")?;
         w.property_string_list("riscv,isa-extensions", exts.to_vec())?;
         w.property_string("mmu-type", cfg.mmu_type)?;
+        if let Some(b) = cfg.cboz_block_size {
+            w.property_u32("riscv,cboz-block-size", b)?;
+        }
         w.property_phandle(cpu_phandle(i))?;
 
         let intc = w.begin_node("interrupt-controller")?;
@@ -299,6 +312,15 @@ fn validate(cfg: &GuestDt<'_>) -> Result<(), Error> {
     if !cfg.isa_extensions.contains(&"i") {
         return Err(Bad("isa_extensions must contain \"i\""));
     }
+    match (cfg.isa_extensions.contains(&"zicboz"), cfg.cboz_block_size) {
+        (true, Some(b)) if b.is_power_of_two() => {}
+        (true, _) => return Err(Bad("zicboz needs a power-of-two cboz_block_size")),
+        (false, Some(_)) => return Err(Bad("cboz_block_size without zicboz")),
+        (false, None) => {}
+    }
+    if cfg.rng_seed.is_some_and(|s| s.is_empty() || s.len() > 256) {
+        return Err(Bad("rng_seed must be 1..=256 bytes"));
+    }
     if !matches!(cfg.mmu_type, "riscv,sv39" | "riscv,sv48" | "riscv,sv57") {
         return Err(Bad("mmu_type must be riscv,sv39, riscv,sv48 or riscv,sv57"));
     }
@@ -359,4 +381,15 @@ fn validate(cfg: &GuestDt<'_>) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+/// Where the value of `/chosen/rng-seed` lies in a device tree blob, and
+/// its length: a hypervisor rewrites it in place with a fresh seed each
+/// time the same blob boots a VM again.
+pub fn rng_seed_offset(dtb: &[u8]) -> Option<(usize, usize)> {
+    let tree = crate::reader::Tree::parse(dtb).ok()?;
+    let chosen = tree.child(0, "chosen")?;
+    let value = tree.node(chosen).ok()?.prop("rng-seed")?;
+    let off = (value.as_ptr() as usize).checked_sub(dtb.as_ptr() as usize)?;
+    (off.checked_add(value.len())? <= dtb.len()).then_some((off, value.len()))
 }

@@ -105,6 +105,9 @@ pub struct HostInfo {
     pub initrd: Option<Region>,
     /// `/chosen` `bootargs`.
     pub bootargs: Option<String>,
+    /// `/chosen` `rng-seed`: entropy the firmware or machine handed over
+    /// (QEMU `virt` puts 32 random bytes there), at most 256 bytes kept.
+    pub rng_seed: Option<Vec<u8>>,
     /// The `sifive,test0` power/test finisher (QEMU `virt`), if any: the
     /// hypervisor uses it to report a failure exit status to the host.
     pub test_finisher: Option<Device>,
@@ -164,9 +167,9 @@ pub fn parse_host(dtb: &[u8]) -> Result<HostInfo, Error> {
         .map(|i| device(&tree, i))
         .transpose()?;
 
-    let (initrd, bootargs) = match tree.child(root, "chosen") {
+    let (initrd, bootargs, rng_seed) = match tree.child(root, "chosen") {
         Some(chosen) => parse_chosen(tree.node(chosen)?)?,
-        None => (None, None),
+        None => (None, None, None),
     };
 
     Ok(HostInfo {
@@ -179,6 +182,7 @@ pub fn parse_host(dtb: &[u8]) -> Result<HostInfo, Error> {
         virtio_mmio,
         initrd,
         bootargs,
+        rng_seed,
         test_finisher,
     })
 }
@@ -428,7 +432,7 @@ fn parse_plic(tree: &Tree<'_>, idx: usize) -> Result<Plic, Error> {
     })
 }
 
-type Chosen = (Option<Region>, Option<String>);
+type Chosen = (Option<Region>, Option<String>, Option<Vec<u8>>);
 
 fn parse_chosen(chosen: &Node<'_>) -> Result<Chosen, Error> {
     let start = chosen.prop_u64("linux,initrd-start")?;
@@ -453,5 +457,9 @@ fn parse_chosen(chosen: &Node<'_>) -> Result<Chosen, Error> {
         }
     };
     let bootargs = chosen.prop_str("bootargs")?.map(str::to_string);
-    Ok((initrd, bootargs))
+    let rng_seed = chosen
+        .prop("rng-seed")
+        .filter(|s| !s.is_empty())
+        .map(|s| s.iter().copied().take(256).collect());
+    Ok((initrd, bootargs, rng_seed))
 }

@@ -52,7 +52,7 @@ mod host;
 mod isa;
 mod reader;
 
-pub use guest::{build_guest, GuestDt, MAX_VCPUS};
+pub use guest::{build_guest, rng_seed_offset, GuestDt, MAX_VCPUS};
 pub use host::{parse_host, HartInfo, HostInfo, Plic, PLIC_CONTEXT_ABSENT};
 pub use isa::isa_string;
 pub use reader::total_size;

@@ -24,6 +24,8 @@ fn cfg<'a>(vcpus: u32, virtio: &'a [Device]) -> GuestDt<'a> {
     GuestDt {
         vcpus,
         isa_extensions: EXTS,
+        cboz_block_size: None,
+        rng_seed: None,
         mmu_type: "riscv,sv48",
         timebase_frequency: 10_000_000,
         memory: Region::new(0x8000_0000, 0x1000_0000),
@@ -573,4 +575,43 @@ fn dtc_accepts_guest_dt() {
     ] {
         assert!(dts.contains(needle), "dts lacks {needle}:\n{dts}");
     }
+}
+
+#[test]
+fn rng_seed_and_cbo_block_size_reach_the_guest() {
+    let v = virtio();
+    let seed: Vec<u8> = (0..64u8).map(|i| i.wrapping_mul(37)).collect();
+    let exts: Vec<&str> = EXTS.iter().copied().chain(["zicboz"]).collect();
+    let mut c = cfg(2, &v);
+    c.rng_seed = Some(&seed);
+    c.isa_extensions = &exts;
+    c.cboz_block_size = Some(64);
+    let mut dtb = build_guest(&c).expect("valid config");
+    let fdt = Fdt::new(&dtb).expect("fdt parses");
+    assert_eq!(prop(node(&fdt, "/chosen"), "rng-seed"), &seed[..]);
+    assert_eq!(
+        prop(node(&fdt, "/cpus/cpu@1"), "riscv,cboz-block-size"),
+        &64u32.to_be_bytes()
+    );
+    // Our own parser reads it back; the offset lets a fresh seed go in.
+    assert_eq!(
+        parse_host(&dtb).expect("parses").rng_seed.as_deref(),
+        Some(&seed[..])
+    );
+    let (off, len) = rivet_devtree::rng_seed_offset(&dtb).expect("seed found");
+    assert_eq!(len, 64);
+    dtb[off..off + len].fill(0xee);
+    assert_eq!(
+        parse_host(&dtb).expect("parses").rng_seed,
+        Some(vec![0xee; 64])
+    );
+    // Out-of-range seeds and a block size without zicboz are refused.
+    c.rng_seed = Some(&[]);
+    assert!(matches!(build_guest(&c), Err(Error::InvalidConfig(_))));
+    let long = vec![1u8; 257];
+    c.rng_seed = Some(&long);
+    assert!(matches!(build_guest(&c), Err(Error::InvalidConfig(_))));
+    c.rng_seed = None;
+    c.isa_extensions = EXTS;
+    assert!(matches!(build_guest(&c), Err(Error::InvalidConfig(_))));
 }

@@ -51,6 +51,8 @@ fn guest_blob() -> Vec<u8> {
     build_guest(&GuestDt {
         vcpus: 2,
         isa_extensions: &["i", "m", "a", "c", "sstc"],
+        cboz_block_size: None,
+        rng_seed: None,
         mmu_type: "riscv,sv39",
         timebase_frequency: 10_000_000,
         memory: Region::new(0x8000_0000, 0x800_0000),

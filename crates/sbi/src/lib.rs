@@ -67,6 +67,7 @@ mod time;
 )]
 mod tests;
 
+pub use base::base_call;
 pub use dbcn::{DBCN_CHUNK, DBCN_MAX_BYTES_PER_CALL};
 pub use hartmask::{HartIter, HartSet, InvalidHartMask, HART_MASK_BASE_ALL, MAX_HARTS};
 

@@ -121,6 +121,8 @@ pub struct BootInfo {
     pub args: &'static str,
     /// `/cpus/timebase-frequency` (Hz) for turning time ticks into ns.
     pub timebase: u64,
+    /// `/chosen/rng-seed`, when the hypervisor gave one.
+    pub rng_seed: Option<&'static [u8]>,
 }
 
 fn boot_info(hartid: usize, dtb: usize) -> BootInfo {
@@ -131,6 +133,7 @@ fn boot_info(hartid: usize, dtb: usize) -> BootInfo {
         sstc_in_dt: false,
         args: "",
         timebase: 10_000_000,
+        rng_seed: None,
     };
     // SAFETY: the hypervisor passes a valid device tree in a1, in our RAM.
     let Ok(fdt) = (unsafe { fdt::Fdt::from_ptr(dtb as *const u8) }) else {
@@ -155,6 +158,13 @@ fn boot_info(hartid: usize, dtb: usize) -> BootInfo {
             }
         }
     }
+    if let Some(p) = fdt
+        .find_node("/chosen")
+        .and_then(|n| n.property("rng-seed"))
+    {
+        // SAFETY of 'static: as for the bootargs.
+        info.rng_seed = Some(unsafe { core::mem::transmute::<&[u8], &'static [u8]>(p.value) });
+    }
     if let Some(cpu) = fdt.cpus().next() {
         if let Some(p) = cpu.properties().find(|p| p.name == "riscv,isa-extensions") {
             info.sstc_in_dt = p.value.split(|&b| b == 0).any(|e| e == b"sstc");
@@ -171,6 +181,21 @@ extern "C" fn main(hartid: usize, dtb: usize) -> ! {
         "testkernel: hart {} of {} vCPU(s), mode={}, sstc in DT: {}",
         info.hartid, info.vcpus, info.mode, info.sstc_in_dt
     );
+    if let Some(seed) = info.rng_seed {
+        let b = |i: usize| seed.get(i).copied().unwrap_or(0);
+        println!(
+            "testkernel: rng-seed of {} bytes: {:02x}{:02x}{:02x}{:02x}{:02x}{:02x}{:02x}{:02x}",
+            seed.len(),
+            b(0),
+            b(1),
+            b(2),
+            b(3),
+            b(4),
+            b(5),
+            b(6),
+            b(7)
+        );
+    }
     match info.mode {
         "crash" => {
             println!("crash test: jumping to unmapped guest-physical address 0x4000_0000");

@@ -49,6 +49,12 @@ struct TwoPages([u8; 8192]);
 static mut CROSS: TwoPages = TwoPages([0; 8192]);
 
 pub fn run_suite(info: &BootInfo) {
+    let seed = info.rng_seed.unwrap_or(&[]);
+    check(
+        "dt: /chosen/rng-seed holds 64 bytes, not all zero",
+        seed.len() == 64 && seed.iter().any(|&b| b != 0),
+        format_args!("{} bytes", seed.len()),
+    );
     base();
     dbcn();
     exceptions();

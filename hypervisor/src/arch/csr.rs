@@ -69,6 +69,7 @@ pub const IRQ_SG_EXT: u64 = 12;
 // henvcfg
 pub const HENVCFG_STCE: u64 = 1 << 63;
 pub const HENVCFG_FIOM: u64 = 1;
+pub const HENVCFG_CBZE: u64 = 1 << 7;
 
 /// Reads a CSR given as a constant expression.
 #[macro_export]

@@ -57,13 +57,35 @@ rivet_try_cbo_zero:
 
     .section .text
     .p2align 2
-    /* rivet_cbo_zero_range(u64 pa, u64 end, u64 block): cbo.zero each block */
+    /* rivet_cbo_zero_range(u64 pa, u64 end, u64 block): cbo.zero each
+       block; eight blocks per iteration while eight fit, then one. */
     .globl rivet_cbo_zero_range
 rivet_cbo_zero_range:
-1:  bgeu a0, a1, 2f
+    slli t0, a2, 3         # t0 = 8 blocks
+    sub t1, a1, t0         # last start of a full group of eight
+1:  bltu t1, a0, 3f
+    bltu a1, t1, 3f        # end < 8 blocks: t1 wrapped
     .word 0x0045200f       /* cbo.zero (a0) */
     add a0, a0, a2
+    .word 0x0045200f
+    add a0, a0, a2
+    .word 0x0045200f
+    add a0, a0, a2
+    .word 0x0045200f
+    add a0, a0, a2
+    .word 0x0045200f
+    add a0, a0, a2
+    .word 0x0045200f
+    add a0, a0, a2
+    .word 0x0045200f
+    add a0, a0, a2
+    .word 0x0045200f
+    add a0, a0, a2
     j 1b
+3:  bgeu a0, a1, 2f
+    .word 0x0045200f
+    add a0, a0, a2
+    j 3b
 2:  ret
 
     .globl rivet_hfence_gvma_all

@@ -19,6 +19,9 @@ pub struct Caps {
     pub sv48x4: bool,
     pub sv57x4: bool,
     pub vmid_bits: u32,
+    /// `cbo.zero` block size when HS-mode (and so VS-mode, through
+    /// henvcfg.CBZE) may use Zicboz; 0 otherwise. Set after probing.
+    pub cboz_block: u64,
 }
 
 /// Probes G-stage modes by writing hgatp (an unsupported MODE leaves the
@@ -44,6 +47,7 @@ pub fn probe_caps() -> Caps {
         sv48x4: modes[1],
         sv57x4: modes[2],
         vmid_bits: 64 - vmid.leading_zeros(),
+        cboz_block: 0,
     }
 }
 
@@ -76,7 +80,16 @@ pub fn init_hart(caps: &Caps) {
     // Guests may read cycle, time and instret directly.
     csr_write!(HCOUNTEREN, 0b111);
     csr_write!(HTIMEDELTA, 0);
-    csr_write!(HENVCFG, if caps.sstc { HENVCFG_STCE } else { 0 });
+    // Sstc and cbo.zero go straight to the guest: neither exits. (cbo.zero
+    // only writes zeros to memory the guest may write anyway.)
+    let mut envcfg = 0;
+    if caps.sstc {
+        envcfg |= HENVCFG_STCE;
+    }
+    if caps.cboz_block != 0 {
+        envcfg |= HENVCFG_CBZE;
+    }
+    csr_write!(HENVCFG, envcfg);
     // Interrupts reach HS-mode while a guest runs (they are always enabled
     // below HS); in HS-mode itself sstatus.SIE stays 0 and we poll sip.
     csr_clear!(SSTATUS, SSTATUS_SIE);

@@ -4,10 +4,14 @@
 //! [`GuestContext`], loads the guest's registers and `sret`s into VS-mode.
 //! Every trap lands in `rivet_trap_vector`: `sscratch` holds the context
 //! pointer while a guest runs and 0 while the hypervisor runs, which tells the
-//! two cases apart. A guest trap saves the guest's registers and returns from
-//! `enter_guest` to Rust; a hypervisor trap (only expected inside the
-//! fault-tolerant helpers of the `.rivet_fixup` section) goes to
-//! [`host_trap`]. All offsets below come from `offset_of!` on the Rust struct.
+//! two cases apart. A guest trap saves the guest's registers and calls the
+//! exit fast path (`fastpath::fast_exit`) on the hypervisor's stack; when
+//! that served the exit, the guest is re-entered at once (the hypervisor's
+//! callee-saved registers stay where `enter_guest` put them), otherwise
+//! `enter_guest` returns to Rust with the decoded exit in the context. A
+//! hypervisor trap (only expected inside the fault-tolerant helpers of the
+//! `.rivet_fixup` section) goes to [`host_trap`]. All offsets below come
+//! from `offset_of!` on the Rust struct.
 
 use core::arch::global_asm;
 use core::mem::offset_of;
@@ -26,6 +30,8 @@ pub struct GuestContext {
     pub hstatus: u64,
     /// Hypervisor ra, sp, gp, tp, s0..s11 while the guest runs.
     pub host: [u64; 16],
+    /// The exit fast path's state (never touched by the assembly).
+    pub fast: crate::fastpath::FastState,
 }
 
 /// Registers saved on a trap taken in HS-mode.
@@ -87,10 +93,21 @@ rivet_trap_vector:
     csrw sscratch, zero
     csrr t0, sepc
     sd t0, {sepc}(a0)
+    /* saved before any Rust runs: a trap inside the fast path (an HLVX
+       fault) would overwrite both */
     csrr t0, sstatus
     sd t0, {sstatus}(a0)
     csrr t0, hstatus
     sd t0, {hstatus}(a0)
+    /* the fast path runs on the hypervisor's stack, gp and tp */
+    ld sp,  {host}+1*8(a0)
+    ld gp,  {host}+2*8(a0)
+    ld tp,  {host}+3*8(a0)
+    mv s0, a0
+    call {fast_exit}
+    bnez a0, 2f
+    /* a full exit: back to enter_guest's caller */
+    mv a0, s0
     ld ra,  {host}+0*8(a0)
     ld sp,  {host}+1*8(a0)
     ld gp,  {host}+2*8(a0)
@@ -108,6 +125,21 @@ rivet_trap_vector:
     ld s10, {host}+14*8(a0)
     ld s11, {host}+15*8(a0)
     ret
+
+2:  /* served: straight back into the guest */
+    mv a0, s0
+    ld t0, {sstatus}(a0)
+    csrw sstatus, t0
+    ld t0, {hstatus}(a0)
+    csrw hstatus, t0
+    ld t0, {sepc}(a0)
+    csrw sepc, t0
+    csrw sscratch, a0
+    .irp n, 1,2,3,4,5,6,7,8,9,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31
+    ld x\n, \n*8(a0)
+    .endr
+    ld a0, 10*8(a0)
+    sret
 
 1:  /* trap from HS-mode itself */
     csrrw a0, sscratch, a0
@@ -142,6 +174,7 @@ rivet_trap_vector:
     f_scause = const offset_of!(HostFrame, scause),
     f_stval = const offset_of!(HostFrame, stval),
     host_trap = sym host_trap,
+    fast_exit = sym crate::fastpath::fast_exit,
 );
 
 // The .irp loops above address x[n] as n*8 from the start of the struct.
@@ -149,7 +182,7 @@ const _: () = assert!(offset_of!(GuestContext, x) == 0);
 const _: () = assert!(offset_of!(HostFrame, x) == 0);
 
 extern "C" {
-    fn rivet_enter_guest(ctx: *mut GuestContext);
+    fn rivet_enter_guest(ctx: *mut core::ffi::c_void);
     fn rivet_trap_vector();
     static __fixup_start: u8;
     static __fixup_end: u8;
@@ -161,13 +194,14 @@ pub fn install_vector() {
     crate::csr_write!(super::csr::SSCRATCH, 0);
 }
 
-/// Runs the guest until its next trap; `ctx` then holds the guest's state.
+/// Runs the guest until its next exit the fast path does not serve; `ctx`
+/// then holds the guest's state and `ctx.fast.exit` that exit.
 pub fn enter_guest(ctx: &mut GuestContext) {
     // SAFETY: ctx is a valid, exclusively borrowed context; the assembly
     // saves and restores every callee-saved register of the caller and
     // returns here on the guest's next trap (sscratch points at ctx only
     // while the guest runs).
-    unsafe { rivet_enter_guest(ctx) }
+    unsafe { rivet_enter_guest((ctx as *mut GuestContext).cast()) }
 }
 
 /// A trap taken while the hypervisor itself runs. Faults inside the
