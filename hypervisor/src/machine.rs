@@ -155,6 +155,7 @@ pub fn hart_main(slot: usize) -> ! {
 fn run_vcpu(h: &mut Hart, s: Slot, mut m: HartMutexGuard<'static, Machine>) {
     let (v, c) = s;
     m.vms[v].vcpus[c].running_on = Some(h.slot);
+    m.vms[v].vcpus[c].last_hart = Some(h.slot);
     m.switch_to(h, s);
     let ids = m.machine_ids;
     let vm = &mut m.vms[v];
@@ -313,11 +314,22 @@ impl Machine {
     }
 
     /// Whether hart `h` may run vCPU `s` now.
+    ///
+    /// Unpinned vCPUs have a soft affinity: one whose last hart is idle is
+    /// left to that hart (whoever made it runnable kicked every idle hart),
+    /// so vCPUs do not bounce between harts, losing their loaded state,
+    /// while there are harts enough for all of them. A busy last hart lets
+    /// any other hart take it.
     fn candidate(&self, h: &Hart, s: Slot) -> bool {
         let vc = &self.vms[s.0].vcpus[s.1];
         let allowed = match vc.pin {
             Some(p) => p == h.slot,
-            None => !self.harts[h.slot].dedicated,
+            None => {
+                !self.harts[h.slot].dedicated
+                    && !vc.last_hart.is_some_and(|l| {
+                        l != h.slot && self.harts.get(l).is_some_and(|o| o.idle && !o.dedicated)
+                    })
+            }
         };
         self.runnable(s) && vc.running_on.is_none() && allowed
     }

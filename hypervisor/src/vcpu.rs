@@ -142,6 +142,8 @@ pub struct Vcpu {
     pub pin: Option<usize>,
     /// Physical hart slot running it right now (it owns ctx/csrs/fp then).
     pub running_on: Option<usize>,
+    /// Hart slot it last ran on (soft affinity for unpinned vCPUs).
+    pub last_hart: Option<usize>,
     /// hvip bits raised / lowered by others since it last entered the
     /// guest; merged into the hardware value at exit so none is lost.
     pub irq_set: u64,
@@ -179,6 +181,7 @@ impl Vcpu {
             stats: ExitStats::default(),
             pin: None,
             running_on: None,
+            last_hart: None,
             irq_set: 0,
             irq_clear: 0,
             reload: true,
