@@ -527,7 +527,7 @@ impl Machine {
                 self.kick_mask(h, v, woken);
             }
             if self.vms[v].state == VmState::Rebooting && !self.vms[v].any_running() {
-                self.vms[v].reboot();
+                self.vms[v].reboot(&mut self.frames);
                 if h.loaded.is_some_and(|l| l.0 == v) {
                     h.loaded = None;
                 }
@@ -815,6 +815,19 @@ impl Machine {
         htinst: u64,
     ) -> Next {
         let (v, c) = s;
+        // First touch of a RAM chunk: zero and map it, and retry.
+        let vm = &mut self.vms[v];
+        if let Some(off) = gpa.checked_sub(vm.ram.gpa).filter(|&o| o < vm.ram.size) {
+            vm.vcpus[c].stats.ram_populate += 1;
+            if vm.populate(&mut self.frames, off / crate::mm::CHUNK) {
+                // Drop any stale invalid translation this hart may hold.
+                hext::hfence_gvma_vmid(vm.vmid);
+                return Next::Resume;
+            }
+            vm.stop(true, format_args!("no memory to map its RAM at {gpa:#x}"));
+            self.kick_vm(h, v);
+            return Next::Reschedule;
+        }
         if access == Access::Fetch {
             self.vms[v].vcpus[c].stats.other += 1;
             self.crash(h, s, 20, gva, gpa >> 2);

@@ -45,8 +45,8 @@ pub fn print_exit_stats(s: &vcpu::ExitStats) {
         }
     }
     println!(
-        "[rivet]    exits: total={}{} mmio.uart={} mmio.plic={} mmio.virtio={} mmio.unclaimed={} wfi={} virtual_insn={} irq.timer={} irq.ext={} irq.soft={} other={}",
-        s.total(), line, s.mmio_uart, s.mmio_plic, s.mmio_virtio, s.mmio_unclaimed, s.wfi, s.virtual_insn,
+        "[rivet]    exits: total={}{} mmio.uart={} mmio.plic={} mmio.virtio={} mmio.unclaimed={} ram.populate={} wfi={} virtual_insn={} irq.timer={} irq.ext={} irq.soft={} other={}",
+        s.total(), line, s.mmio_uart, s.mmio_plic, s.mmio_virtio, s.mmio_unclaimed, s.ram_populate, s.wfi, s.virtual_insn,
         s.irq_timer, s.irq_external, s.irq_software, s.other
     );
 }

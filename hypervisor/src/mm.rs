@@ -1,7 +1,11 @@
 //! Hypervisor memory: the heap (a static block in .bss), the physical frame
 //! allocator over the rest of RAM, and guest RAM blocks seen through the
-//! bounds-checked `GuestMemory` trait. The hypervisor runs with satp = Bare,
-//! so a host-physical address is also a hypervisor pointer.
+//! bounds-checked `GuestMemory` trait, zeroed lazily chunk by chunk. The
+//! hypervisor runs with satp = Bare, so a host-physical address is also a
+//! hypervisor pointer.
+
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use linked_list_allocator::LockedHeap;
 use rivet_frame_alloc::FrameAllocator;
@@ -86,13 +90,103 @@ impl rivet_gstage::Frames for TableFrames<'_> {
     }
 }
 
+/// Granule of lazy RAM zeroing and mapping.
+pub const CHUNK: u64 = 2 << 20;
+
+/// One bit per [`CHUNK`] of a VM's RAM: "zeroed since the VM got it".
+///
+/// Guest RAM is zeroed lazily: a chunk is cleared the first time anything
+/// can see it (the guest faults on it, or the hypervisor reads or writes it
+/// for the guest), never before. Atomic so `GuestRam` stays `Copy`; in
+/// practice every user holds the machine lock.
+pub struct ChunkMap {
+    words: Vec<AtomicU64>,
+}
+
+impl ChunkMap {
+    /// A map for `size` bytes of RAM, nothing zeroed; lives as long as the
+    /// machine (like the VM).
+    pub fn leak(size: u64) -> &'static ChunkMap {
+        let chunks = size.div_ceil(CHUNK);
+        let words = (0..chunks.div_ceil(64))
+            .map(|_| AtomicU64::new(0))
+            .collect();
+        alloc::boxed::Box::leak(alloc::boxed::Box::new(ChunkMap { words }))
+    }
+
+    pub fn get(&self, chunk: u64) -> bool {
+        self.words
+            .get((chunk / 64) as usize)
+            .is_some_and(|w| w.load(Ordering::Acquire) & (1 << (chunk % 64)) != 0)
+    }
+
+    pub fn set(&self, chunk: u64) {
+        if let Some(w) = self.words.get((chunk / 64) as usize) {
+            w.fetch_or(1 << (chunk % 64), Ordering::AcqRel);
+        }
+    }
+}
+
 /// A VM's RAM: `size` bytes at guest-physical `gpa`, backed by the
 /// contiguous host block at `hpa` that this VM owns exclusively.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct GuestRam {
     pub gpa: u64,
     pub hpa: u64,
     pub size: u64,
+    /// Chunks already zeroed (see [`ChunkMap`]).
+    pub zeroed: &'static ChunkMap,
+}
+
+impl GuestRam {
+    /// Host range of chunk `i`: (hpa, len); the last chunk may be short.
+    pub fn chunk_range(&self, i: u64) -> (u64, u64) {
+        let start = i * CHUNK;
+        (self.hpa + start, CHUNK.min(self.size.saturating_sub(start)))
+    }
+
+    /// Number of chunks.
+    pub fn chunks(&self) -> u64 {
+        self.size.div_ceil(CHUNK)
+    }
+
+    /// Zeroes every chunk of `[off, off + len)` (offsets into the RAM) not
+    /// zeroed yet, so nothing left in memory from before the VM got it can
+    /// ever be read through it.
+    pub fn ensure_zeroed(&self, off: u64, len: u64) {
+        if len == 0 {
+            return;
+        }
+        let last = off.saturating_add(len - 1) / CHUNK;
+        for i in off / CHUNK..=last.min(self.chunks().saturating_sub(1)) {
+            if !self.zeroed.get(i) {
+                let (pa, n) = self.chunk_range(i);
+                zero(pa, n);
+                self.zeroed.set(i);
+            }
+        }
+    }
+
+    /// Zeroes again every chunk zeroed so far (a reboot: the new boot must
+    /// not see the old one's memory).
+    pub fn rezero(&self) {
+        for i in 0..self.chunks() {
+            if self.zeroed.get(i) {
+                let (pa, n) = self.chunk_range(i);
+                zero(pa, n);
+            }
+        }
+    }
+}
+
+impl core::fmt::Debug for GuestRam {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "GuestRam {{ gpa: {:#x}, hpa: {:#x}, size: {:#x} }}",
+            self.gpa, self.hpa, self.size
+        )
+    }
 }
 
 impl GuestMemory for GuestRam {
@@ -104,6 +198,7 @@ impl GuestMemory for GuestRam {
     }
     fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), MemError> {
         let off = self.check_range(gpa, buf.len() as u64)?;
+        self.ensure_zeroed(off, buf.len() as u64);
         // SAFETY: check_range proved [off, off+len) lies inside this VM's
         // block, which is mapped and owned by the VM.
         unsafe {
@@ -117,6 +212,7 @@ impl GuestMemory for GuestRam {
     }
     fn write(&mut self, gpa: u64, buf: &[u8]) -> Result<(), MemError> {
         let off = self.check_range(gpa, buf.len() as u64)?;
+        self.ensure_zeroed(off, buf.len() as u64);
         // SAFETY: as in read().
         unsafe {
             core::ptr::copy_nonoverlapping(buf.as_ptr(), (self.hpa + off) as *mut u8, buf.len())

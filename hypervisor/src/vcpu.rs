@@ -60,6 +60,8 @@ pub struct ExitStats {
     pub mmio_plic: u64,
     pub mmio_virtio: u64,
     pub mmio_unclaimed: u64,
+    /// First touches of a RAM chunk (zeroed and mapped on demand).
+    pub ram_populate: u64,
     pub wfi: u64,
     pub virtual_insn: u64,
     pub irq_timer: u64,
@@ -95,6 +97,7 @@ impl ExitStats {
             + self.mmio_plic
             + self.mmio_virtio
             + self.mmio_unclaimed
+            + self.ram_populate
             + self.wfi
             + self.virtual_insn
             + self.irq_timer
@@ -111,6 +114,7 @@ impl ExitStats {
         self.mmio_plic += o.mmio_plic;
         self.mmio_virtio += o.mmio_virtio;
         self.mmio_unclaimed += o.mmio_unclaimed;
+        self.ram_populate += o.ram_populate;
         self.wfi += o.wfi;
         self.virtual_insn += o.virtual_insn;
         self.irq_timer += o.irq_timer;

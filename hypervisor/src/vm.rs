@@ -8,7 +8,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use crate::arch::csr::*;
-use crate::mm::{self, GuestRam, TableFrames};
+use crate::mm::{self, ChunkMap, GuestRam, TableFrames};
 use crate::port::VmShared;
 use crate::vcpu::Vcpu;
 use rivet_devtree::{Device, GuestDt, Region};
@@ -114,9 +114,10 @@ pub struct Vm {
     pub name: String,
     pub vmid: u16,
     pub ram: GuestRam,
-    /// Owns the VM's G-stage table frames (VMs live as long as the machine).
-    #[allow(dead_code)]
+    /// The VM's G-stage table (VMs live as long as the machine).
     pub gstage: GStage,
+    /// RAM chunks mapped in `gstage` (see [`Vm::populate`]).
+    mapped: &'static ChunkMap,
     pub hgatp: u64,
     pub vcpus: Vec<Vcpu>,
     pub plic: Plic,
@@ -213,22 +214,12 @@ impl Vm {
             gpa: RAM_BASE,
             hpa,
             size,
+            zeroed: ChunkMap::leak(size),
         };
-        let mut tf = TableFrames(frames);
-        let mut gstage = GStage::new(host.gstage_mode, &mut tf).map_err(VmError::GStage)?;
-        gstage
-            .map(
-                &mut tf,
-                RAM_BASE,
-                hpa,
-                size,
-                Perms {
-                    r: true,
-                    w: true,
-                    x: true,
-                },
-            )
-            .map_err(VmError::GStage)?;
+        // RAM is mapped chunk by chunk as the guest first touches it
+        // (`populate`), each chunk zeroed just before.
+        let gstage =
+            GStage::new(host.gstage_mode, &mut TableFrames(frames)).map_err(VmError::GStage)?;
         crate::arch::hext::hfence_gvma_vmid(vmid);
         let hgatp = gstage.hgatp(vmid);
         let images = Images {
@@ -389,6 +380,7 @@ impl Vm {
             vmid,
             ram,
             gstage,
+            mapped: ChunkMap::leak(size),
             hgatp,
             vcpus: (0..desc.vcpus as usize)
                 .map(|i| {
@@ -414,14 +406,28 @@ impl Vm {
             nets,
             fs: fs_slots,
         };
-        vm.boot(&layout);
+        vm.boot(&layout, frames);
         Ok(vm)
     }
 
     /// (Re)loads pristine images into zeroed RAM and starts vCPU 0.
-    fn boot(&mut self, layout: &rivet_loader::Layout) {
+    fn boot(&mut self, layout: &rivet_loader::Layout, frames: &mut FrameAllocator) {
         let t0 = crate::arch::time();
-        mm::zero(self.ram.hpa, self.ram.size);
+        // A reboot clears what the last boot could see; chunks never seen
+        // stay for the first touch to zero.
+        self.ram.rezero();
+        let mut images = alloc::vec![(layout.kernel, self.images.kernel.len() as u64)];
+        if let (Some((start, _)), Some(initrd)) = (layout.initrd, self.images.initrd) {
+            images.push((start, initrd.len() as u64));
+        }
+        images.push((layout.dtb, self.dtb.len() as u64));
+        for (gpa, len) in images {
+            let first = (gpa - RAM_BASE) / mm::CHUNK;
+            let last = (gpa - RAM_BASE + len.max(1) - 1) / mm::CHUNK;
+            for c in first..=last {
+                self.populate(frames, c);
+            }
+        }
         let t1 = crate::arch::time();
         let off = |gpa: u64| self.ram.hpa + (gpa - RAM_BASE);
         mm::copy_to(off(layout.kernel), self.images.kernel);
@@ -470,7 +476,36 @@ impl Vm {
         self.boots += 1;
     }
 
-    pub fn reboot(&mut self) {
+    /// Makes RAM chunk `chunk` usable by the guest: zeroed (if it was not
+    /// yet) and mapped in the G-stage table. False when the chunk is
+    /// outside RAM or a table frame could not be allocated.
+    pub fn populate(&mut self, frames: &mut FrameAllocator, chunk: u64) -> bool {
+        if chunk >= self.ram.chunks() {
+            return false;
+        }
+        if self.mapped.get(chunk) {
+            return true;
+        }
+        let (hpa, len) = self.ram.chunk_range(chunk);
+        self.ram.ensure_zeroed(chunk * mm::CHUNK, len);
+        let rwx = Perms {
+            r: true,
+            w: true,
+            x: true,
+        };
+        let gpa = RAM_BASE + chunk * mm::CHUNK;
+        if let Err(e) = self
+            .gstage
+            .map(&mut TableFrames(frames), gpa, hpa, len, rwx)
+        {
+            log::error!("VM {}: cannot map RAM at {gpa:#x}: {e:?}", self.name);
+            return false;
+        }
+        self.mapped.set(chunk);
+        true
+    }
+
+    pub fn reboot(&mut self, frames: &mut FrameAllocator) {
         let header = rivet_loader::parse_header(self.images.kernel);
         let layout = header.and_then(|h| {
             rivet_loader::plan(
@@ -484,7 +519,7 @@ impl Vm {
         match layout {
             Ok(l) => {
                 log::info!("VM {}: rebooting", self.name);
-                self.boot(&l);
+                self.boot(&l, frames);
             }
             Err(e) => self.stop(true, format_args!("reboot failed: {e}")),
         }

@@ -232,6 +232,10 @@ fn cases() -> Vec<Case> {
             run: guest_rng_seeds,
         },
         Case {
+            name: "reboot-clears-guest-ram",
+            run: reboot_clears_ram,
+        },
+        Case {
             name: "crashing-guest-is-stopped",
             run: crashing_guest,
         },
@@ -590,6 +594,37 @@ fn guest_rng_seeds(name: &str) -> Result<(), String> {
         Ok(())
     })();
     finish(name, &mut s, r)
+}
+
+/// Guest RAM is zeroed lazily, and a reboot must clear what the last boot
+/// could see: the test kernel marks its RAM and reboots, and the next boot
+/// must find no mark (twice in a row).
+fn reboot_clears_ram(name: &str) -> Result<(), String> {
+    let opts = RunOpts {
+        append: Some("mode=rezero".into()),
+        memory_mb: 64,
+        ..RunOpts::default()
+    };
+    with_session(name, &opts, |s| {
+        for boot in 1..=3 {
+            let marked = s
+                .expect_line("rezero: clean; marked ", T_BOOT)
+                .map_err(|e| format!("boot {boot}: {e}"))?;
+            let n: u32 = marked
+                .split(' ')
+                .next()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            if n < 8 {
+                return Err(format!("boot {boot} marked only {marked:?}"));
+            }
+        }
+        let out = s.output();
+        if out.contains("rezero: FOUND") {
+            return Err("memory from a previous boot survived a reboot".into());
+        }
+        no_panic(s)
+    })
 }
 
 /// A crashing VM is stopped and reported while a Linux VM keeps answering.

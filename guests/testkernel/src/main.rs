@@ -7,12 +7,15 @@
 //! Modes, chosen by the kernel command line (`/chosen/bootargs`):
 //! `mode=suite` (default) the checks; `mode=crash` jumps to unmapped memory
 //! to prove the hypervisor reports and stops a crashing VM; `mode=bench`
-//! micro-benchmarks (bench.rs) for `cargo xtask bench`, natively or under Rivet.
+//! micro-benchmarks (bench.rs) for `cargo xtask bench`, natively or under Rivet;
+//! `mode=hostile` attacks the hypervisor (hostile.rs); `mode=rezero` checks
+//! that a reboot clears the VM's memory (rezero.rs).
 #![no_std]
 #![no_main]
 
 mod bench;
 mod hostile;
+mod rezero;
 mod sbi;
 mod tests;
 mod trap;
@@ -123,6 +126,8 @@ pub struct BootInfo {
     pub timebase: u64,
     /// `/chosen/rng-seed`, when the hypervisor gave one.
     pub rng_seed: Option<&'static [u8]>,
+    /// First `/memory` region: (base, size).
+    pub ram: (usize, usize),
 }
 
 fn boot_info(hartid: usize, dtb: usize) -> BootInfo {
@@ -134,6 +139,7 @@ fn boot_info(hartid: usize, dtb: usize) -> BootInfo {
         args: "",
         timebase: 10_000_000,
         rng_seed: None,
+        ram: (0x8000_0000, 0),
     };
     // SAFETY: the hypervisor passes a valid device tree in a1, in our RAM.
     let Ok(fdt) = (unsafe { fdt::Fdt::from_ptr(dtb as *const u8) }) else {
@@ -157,6 +163,14 @@ fn boot_info(hartid: usize, dtb: usize) -> BootInfo {
                 info.mode = m;
             }
         }
+    }
+    if let Some(r) = fdt
+        .all_nodes()
+        .find(|n| n.name.starts_with("memory@"))
+        .and_then(|n| n.reg())
+        .and_then(|mut r| r.next())
+    {
+        info.ram = (r.starting_address as usize, r.size.unwrap_or(0));
     }
     if let Some(p) = fdt
         .find_node("/chosen")
@@ -204,6 +218,7 @@ extern "C" fn main(hartid: usize, dtb: usize) -> ! {
         }
         "bench" => bench::run(&info),
         "hostile" => hostile::run(&info),
+        "rezero" => rezero::run(info.ram, dtb),
         _ => tests::run_suite(&info),
     }
     let (p, f) = (PASSED.load(Ordering::SeqCst), FAILED.load(Ordering::SeqCst));
