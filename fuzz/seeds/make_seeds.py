@@ -402,9 +402,174 @@ kernel = "testkernel"
     out("config", "errors", b'[machine]\nharts = 0\nfoo = 1\n[[vm]]\nname = "bad name!"\nvcpus = 65\nmemory = "3M"\n')
 
 
+# ---------------------------------------------------------------- virtio_net_fs
+def below(n, v):
+    """`Input::below(n)` returning `v`: one byte up to 256, else four."""
+    assert 0 <= v < n
+    return u8(v) if n <= 256 else u32(v)
+
+
+def vnf_init(features_sel, sizes=(3, 3), features=0):
+    """Op 0 with the standard ring layout (see `Driver::init`)."""
+    b = u8(0) + u8(features_sel)
+    if features_sel == 3:
+        b += u64(features)
+    for sz in sizes:
+        b += u8(sz) + u8(0)
+    return b
+
+
+def vnf_tail(indirect=False, kick=True, slot=0):
+    """`Driver::chain_to`: indirect?, [table slot], kick?"""
+    b = u8(0x10 if indirect else 0xFF)
+    if indirect:
+        b += u8(slot)
+    return b + u8(0 if kick else 0xFF)
+
+
+def vnf_payload(n, seed):
+    """What `bytes()` takes from the input for an n-byte frame/body."""
+    return bytes(((i * 7 + seed) & 0xFF) for i in range(min(n, 64)))
+
+
+def net_frame_len(n):
+    fixed = {0: 0, 13: 1, 14: 2, 15: 3, 1514: 4, 1518: 5, 1519: 6, 64: 8}
+    if n in fixed:
+        return u8(fixed[n])
+    if 14 <= n < 214:
+        return u8(9) + u8(n - 14)
+    return u8(7) + below(2100, n)
+
+
+def net_tx(n, at, flags_idx=0, gso_idx=0, indirect=False, seed=1):
+    b = u8(12) + u8(0) + u8(flags_idx) + u8(gso_idx) + u16(0) + u16(0)
+    b += net_frame_len(n) + vnf_payload(n, seed)
+    b += below(0x3C0, at) + u8(0) + u8(0xFF) + u8(0)  # 1 piece, no junk, transmitq
+    return b + vnf_tail(indirect)
+
+
+def net_rx(total_idx, slot, pieces=1, cuts=(), indirect=False, kick=True):
+    b = u8(12) + u8(1) + u8(total_idx) + u8(slot) + u8(pieces - 1) + u8(0xFF)
+    for c in cuts:
+        b += c
+    return b + u8(0) + vnf_tail(indirect, kick)
+
+
+def net_recv(n, seed=5, poll=False):
+    return u8(14) + u8(7 if poll else 0) + net_frame_len(n) + vnf_payload(n, seed)
+
+
+FUSE_OPS = {"INIT": 0, "LOOKUP": 1, "GETATTR": 2, "READ": 3, "WRITE": 4, "FORGET": 5,
+            "BATCH_FORGET": 6, "DESTROY": 7, "INTERRUPT": 8, "NOTIFY_REPLY": 9, "SETLKW": 10,
+            "SETUPMAPPING": 11, "CUSE_INIT": 12, "STATFS": 13, "OPEN": 14, "RELEASE": 15}
+
+
+def fs_body(op, **kw):
+    if op == "INIT":
+        major_idx, minor_idx = kw.get("major_idx", 0), kw.get("minor_idx", 1)
+        return (u8(major_idx) + u8(minor_idx) + u32(0x2_0000) + u32(kw.get("flags", 0x4000_0001))
+                + u32(kw.get("flags2", 0)) + u8(kw.get("n_idx", 0)))
+    if op == "FORGET":
+        return u8(0) + u64(1)
+    if op == "BATCH_FORGET":
+        k = kw.get("k", 2)
+        b = u8(k) + u8(1)  # honest count
+        return b + vnf_payload(16 * k, 9)
+    if op == "WRITE":
+        n = kw.get("n", 20)
+        return below(300, n) + vnf_payload(n, 3)
+    return u8(kw.get("n_idx", 1)) + vnf_payload(8 if kw.get("n_idx", 1) == 1 else 0, 4)
+
+
+def fs_req(op, unique, len_mode=0, out_idx=8, at=0, out_slot=0, other_queue=False, indirect=False,
+           readable=None, **kw):
+    b = u8(12) + u8(0) + u8(FUSE_OPS[op]) + fs_body(op, **kw)
+    b += u8(len_mode)
+    if len_mode == 4:
+        b += u8(3)
+    elif len_mode == 5:
+        b += u8(20)
+    elif len_mode == 6:
+        b += u32(0xFFFF_FFF0)
+    elif len_mode == 7:
+        b += u8(4)
+    b += u8(1) + u8(unique) + u8(1) + u8(0)  # unique below(64), nodeid 1, no extensions
+    if readable is None:
+        b += u8(0)
+    else:
+        b += u8(0xF0) + u8(readable)
+    b += u8(at) + u8(0)  # request slot, 1 piece
+    b += u8(out_idx)
+    if out_idx == 7:
+        b += u32(0x3000)
+    b += u8(out_slot) + u8(0)  # reply slot, 1 piece
+    b += u8(0xFF if other_queue else 0)
+    return b + vnf_tail(indirect)
+
+
+def fs_spec(kind, body=0, error_idx=0, lie_idx=0, xor_idx=0):
+    return u8(kind) + u8(1) + u32(body) + u8(error_idx) + u8(lie_idx) + u8(xor_idx)
+
+
+def fs_script(*specs):
+    assert 1 <= len(specs) <= 4
+    return u8(14) + u8(0) + u8(len(specs) - 1) + b"".join(specs)
+
+
+def virtio_net_fs_seeds():
+    poll = u8(9)
+    # net: single buffers, transmit of every length class, loopback.
+    net = u8(0) + bytes([1, 2, 3, 4, 5]) + u8(4)
+    rx = b"".join(net_rx(0, i) for i in range(4))
+    tx = b"".join([net_tx(60, 0x200), net_tx(1514, 0x240, seed=2), net_tx(13, 0x280),
+                   net_tx(1519, 0x2C0), net_tx(64, 0x300, flags_idx=4), net_tx(64, 0x340, gso_idx=4),
+                   net_tx(100, 0x380, indirect=True)])
+    loop = u8(14) + u8(3) + poll
+    out("virtio_net_fs", "net-single", net + vnf_init(1) + rx + net_recv(60) + net_recv(1514, 6, poll=True)
+        + tx + loop + net_rx(4, 5) + net_rx(3, 6) + net_recv(100, poll=True) + u8(13) + u8(1))
+    # net: MRG_RXBUF (features selector 2 offers everything), small buffers.
+    mrg = b"".join(net_rx(6, i) for i in range(8)) + net_rx(4, 9) + net_rx(5, 10)
+    out("virtio_net_fs", "net-mergeable", net + vnf_init(2, (4, 4)) + mrg + net_recv(1514, poll=True)
+        + net_recv(300, poll=True) + u8(14) + u8(2) + u8(70) + u8(9) + poll + mrg + poll)
+    # net: backpressure (outbox of 1), gate closed, link down.
+    tight = u8(0) + bytes([9, 9, 9, 9, 9]) + u8(1)
+    out("virtio_net_fs", "net-backpressure", tight + vnf_init(1) + tx + u8(14) + u8(4) + poll
+        + u8(14) + u8(5) + tx + u8(14) + u8(5) + poll + u8(14) + u8(6) + u8(0xFF) + net_rx(0, 1)
+        + net_recv(60, poll=True) + tx + u8(14) + u8(6) + u8(0) + net_recv(60, poll=True))
+
+    # fs: a session, relayed requests answered by every kind of reply.
+    fs = u8(1) + u64(0x1234) + u8(0) + u8(0) + u32(0x1000)
+    session = vnf_init(1, (4, 4)) + fs_req("INIT", 1)
+    relays = b"".join(fs_req("GETATTR", 10 + k, out_idx=5, out_slot=k % 8) for k in range(10))
+    script = (fs_script(fs_spec(0, 40), fs_spec(1), fs_spec(2, 8, error_idx=0), fs_spec(3, 8, lie_idx=0))
+              + fs_script(fs_spec(4, 8), fs_spec(5, 7), fs_spec(6, 3), fs_spec(7))
+              + fs_script(fs_spec(8), fs_spec(9, 100), fs_spec(2, 0, error_idx=4), fs_spec(2, 0, error_idx=6)))
+    tail = b"".join([
+        fs_req("FORGET", 30), fs_req("BATCH_FORGET", 31, k=2), fs_req("INTERRUPT", 32),
+        fs_req("LOOKUP", 33, out_idx=5, other_queue=True), fs_req("SETLKW", 34), fs_req("SETUPMAPPING", 35),
+        fs_req("READ", 36, out_idx=5), fs_req("WRITE", 37, n=40), fs_req("DESTROY", 38),
+        fs_req("GETATTR", 39, out_idx=5), fs_req("INIT", 40, major_idx=3), fs_req("INIT", 41, minor_idx=4),
+        fs_req("INIT", 42, minor_idx=2, flags=0x4040_0001, flags2=0xFFFF_FFFF), fs_req("OPEN", 43, out_idx=5),
+    ])
+    out("virtio_net_fs", "fs-session", fs + session + script + relays + tail + poll)
+    # fs: headers that lie, truncated requests, reply buffers too small.
+    lies = b"".join([
+        fs_req("GETATTR", 50, len_mode=4), fs_req("GETATTR", 51, len_mode=5), fs_req("GETATTR", 52, len_mode=6),
+        fs_req("GETATTR", 53, len_mode=7), fs_req("GETATTR", 54, readable=30), fs_req("GETATTR", 55, readable=10),
+        fs_req("GETATTR", 56, out_idx=1), fs_req("GETATTR", 57, out_idx=0), fs_req("INIT", 58, out_idx=3),
+        fs_req("INIT", 59, n_idx=4), fs_req("BATCH_FORGET", 60, k=1, len_mode=7),
+        fs_req("GETATTR", 61, out_idx=7, indirect=True),
+    ])
+    out("virtio_net_fs", "fs-malformed", fs + session + lies + poll)
+    # fs: the backend session from a parsed FUSE_INIT reply (mode 3).
+    parsed = u8(1) + u64(2) + u8(2) + u8(3) + u8(0) + u8(0) + u32(0x2_0000) + u32(0x4040_0001) + u16(16) \
+        + u16(12) + u32(0x10_0000) + u16(256) + u16(0) + u32(0) + u8(0) + u8(0) + u8(0xFF) + u32(0)
+    out("virtio_net_fs", "fs-parsed-init", parsed + session + relays + poll)
+
+
 def main():
     for t in ("insn_decode", "sbi_dispatch", "virtqueue", "vplic_uart", "devtree", "bundle_loader", "gstage",
-              "config"):
+              "config", "virtio_net_fs"):
         os.makedirs(os.path.join(HERE, t), exist_ok=True)
     insn_seeds()
     sbi_seeds()
@@ -414,6 +579,7 @@ def main():
     bundle_seeds()
     gstage_seeds()
     config_seeds()
+    virtio_net_fs_seeds()
     return 0
 
 

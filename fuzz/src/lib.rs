@@ -5,6 +5,11 @@
 //! byte buffer, little-endian, and yields zeros once the buffer is used up,
 //! so every input (including the empty one) is a valid program and a seed
 //! can be written by hand (see `seeds/make_seeds.py`).
+//!
+//! [`virtio`] is the hostile virtio driver (and its checks) that the
+//! `virtqueue` and `virtio_net_fs` targets share.
+
+pub mod virtio;
 
 /// A cursor over the fuzzer's bytes. Reads past the end give 0.
 pub struct Input<'a> {
