@@ -195,12 +195,14 @@ fn run_vcpu(h: &mut Hart, s: Slot, mut m: HartMutexGuard<'static, Machine>) {
         // and vCPU vectors are never resized after boot, so the pointer
         // stays valid.
         arch::trap::enter_guest(unsafe { &mut *ctx });
+        let t_exit = arch::instret();
         let hw_hvip = csr_read!(HVIP);
         m = lock();
         let vcpu = &mut m.vms[v].vcpus[c];
         vcpu.merge_hvip(hw_hvip);
         let fast = &mut vcpu.ctx.fast;
         fast.counts.drain_into(&mut vcpu.stats);
+        let before = vcpu.stats.counters();
         let (exit, sync_irqs) = (fast.exit.take(), core::mem::take(&mut fast.sync_irqs));
         let mut next = match exit {
             _ if sync_irqs => {
@@ -213,6 +215,8 @@ fn run_vcpu(h: &mut Hart, s: Slot, mut m: HartMutexGuard<'static, Machine>) {
             Some(e) => m.handle_exit(h, s, e),
             None => Next::Resume,
         };
+        let spent = arch::instret().wrapping_sub(t_exit);
+        m.vms[v].vcpus[c].stats.attribute(&before, spent);
         if let Next::WaitFences(targets) = next {
             drop(m);
             wait_fences(s, targets);

@@ -37,17 +37,23 @@ use rivet_frame_alloc::{FrameAllocator, Range};
 use rivet_gstage::Mode;
 
 pub fn print_exit_stats(s: &vcpu::ExitStats) {
-    let mut line = String::new();
     use core::fmt::Write;
-    for (n, name) in vcpu::ExitStats::SBI_NAMES.iter().enumerate() {
-        if s.sbi[n] != 0 {
-            let _ = write!(line, " sbi.{name}={}", s.sbi[n]);
+    let (mut exits, mut cost) = (String::new(), String::new());
+    for (i, (name, n)) in s.counters().iter().enumerate() {
+        // SBI kinds only when used; the rest always, so the line's shape
+        // stays the same.
+        if *n != 0 || i >= vcpu::ExitStats::SBI_KINDS {
+            let _ = write!(exits, " {name}={n}");
+        }
+        let spent = s.hs_instret.get(i).copied().unwrap_or(0);
+        if spent != 0 {
+            let _ = write!(cost, " {name}={spent}");
         }
     }
+    println!("[rivet]    exits: total={}{exits}", s.total());
     println!(
-        "[rivet]    exits: total={}{} mmio.uart={} mmio.plic={} mmio.virtio={} mmio.unclaimed={} ram.populate={} wfi={} virtual_insn={} irq.timer={} irq.ext={} irq.soft={} other={}",
-        s.total(), line, s.mmio_uart, s.mmio_plic, s.mmio_virtio, s.mmio_unclaimed, s.ram_populate, s.wfi, s.virtual_insn,
-        s.irq_timer, s.irq_external, s.irq_software, s.other
+        "[rivet]    hs-instructions (full-path exits): total={}{cost}",
+        s.hs_instret.iter().sum::<u64>()
     );
 }
 

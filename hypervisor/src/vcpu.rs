@@ -68,10 +68,62 @@ pub struct ExitStats {
     pub irq_external: u64,
     pub irq_software: u64,
     pub other: u64,
+    /// Instructions the hypervisor spent on full-path exits, per reason
+    /// (indexed like [`ExitStats::counters`]); fast-path exits are not
+    /// timed (the micro-benchmarks give their cost).
+    pub hs_instret: [u64; ExitStats::KINDS],
 }
 
 impl ExitStats {
     pub const SBI_KINDS: usize = 9;
+    /// Number of exit reasons (SBI kinds, then the rest).
+    pub const KINDS: usize = Self::SBI_KINDS + 11;
+
+    /// Every counter with the name it is printed under, in a fixed order.
+    pub fn counters(&self) -> [(&'static str, u64); Self::KINDS] {
+        const SBI: [&str; ExitStats::SBI_KINDS] = [
+            "sbi.base",
+            "sbi.time",
+            "sbi.ipi",
+            "sbi.rfence",
+            "sbi.hsm",
+            "sbi.srst",
+            "sbi.dbcn",
+            "sbi.legacy",
+            "sbi.other",
+        ];
+        let rest = [
+            ("mmio.uart", self.mmio_uart),
+            ("mmio.plic", self.mmio_plic),
+            ("mmio.virtio", self.mmio_virtio),
+            ("mmio.unclaimed", self.mmio_unclaimed),
+            ("ram.populate", self.ram_populate),
+            ("wfi", self.wfi),
+            ("virtual_insn", self.virtual_insn),
+            ("irq.timer", self.irq_timer),
+            ("irq.ext", self.irq_external),
+            ("irq.soft", self.irq_software),
+            ("other", self.other),
+        ];
+        let mut out = [("", 0); Self::KINDS];
+        for (i, slot) in out.iter_mut().enumerate() {
+            *slot = match i.checked_sub(Self::SBI_KINDS) {
+                None => (SBI[i], self.sbi[i]),
+                Some(j) => rest[j],
+            };
+        }
+        out
+    }
+
+    /// Adds `spent` instructions to the reason whose counter moved since
+    /// `before` (a snapshot of [`ExitStats::counters`] taken before the
+    /// exit was handled).
+    pub fn attribute(&mut self, before: &[(&'static str, u64); Self::KINDS], spent: u64) {
+        let now = self.counters();
+        if let Some(i) = (0..Self::KINDS).find(|&i| now[i].1 != before[i].1) {
+            self.hs_instret[i] += spent;
+        }
+    }
     pub const SBI_NAMES: [&'static str; Self::SBI_KINDS] = [
         "base", "time", "ipi", "rfence", "hsm", "srst", "dbcn", "legacy", "other",
     ];
@@ -121,6 +173,9 @@ impl ExitStats {
         self.irq_external += o.irq_external;
         self.irq_software += o.irq_software;
         self.other += o.other;
+        for (a, b) in self.hs_instret.iter_mut().zip(o.hs_instret.iter()) {
+            *a += b;
+        }
     }
 }
 

@@ -146,6 +146,28 @@ pub fn parse_exit_profile(line: &str) -> Option<BTreeMap<String, u64>> {
     }
 }
 
+/// Key prefix, in an exit profile, of the instructions the hypervisor
+/// spent per reason (full-path exits only).
+const HS: &str = "hs:";
+
+/// `[rivet]    hs-instructions (full-path exits): total=N mmio.plic=..`
+/// → name → instructions.
+pub fn parse_hs_profile(line: &str) -> Option<BTreeMap<String, u64>> {
+    let rest = &line[line.find("hs-instructions")?..];
+    let rest = &rest[rest.find("total=")?..];
+    let mut m = BTreeMap::new();
+    for w in rest.split_whitespace() {
+        let (k, v) = w.split_once('=')?;
+        m.insert(k.to_string(), v.parse().ok()?);
+    }
+    Some(m)
+}
+
+/// The last HS-instruction profile printed in `output`.
+pub fn hs_profile_of(output: &str) -> Option<BTreeMap<String, u64>> {
+    output.lines().rev().find_map(parse_hs_profile)
+}
+
 /// The last exit profile printed in `output`.
 pub fn exit_profile_of(output: &str) -> Option<BTreeMap<String, u64>> {
     output.lines().rev().find_map(parse_exit_profile)
@@ -760,7 +782,15 @@ fn linux_boot(
         init_start_ms: parse_rdtime(&text, "init-start").map(ms),
         init_ready_ms: parse_rdtime(&text, "init-ready").map(ms),
         wall_s: wall,
-        exits: exit_profile_of(&text),
+        exits: exit_profile_of(&text).map(|mut p| {
+            p.extend(
+                hs_profile_of(&text)
+                    .into_iter()
+                    .flatten()
+                    .map(|(k, v)| (format!("{HS}{k}"), v)),
+            );
+            p
+        }),
     })
 }
 
@@ -2319,22 +2349,40 @@ fn markdown(
             s,
             "\n## Exit profile: {name} under Rivet, reset → `poweroff -f` (log level 4 run)\n"
         );
-        let _ = writeln!(s, "| exit reason | count | share |");
-        let _ = writeln!(s, "| --- | ---: | ---: |");
-        let mut v: Vec<(&String, &u64)> = p.iter().filter(|(k, _)| k.as_str() != "total").collect();
+        let _ = writeln!(
+            s,
+            "| exit reason | count | share | HS instructions (full path) | per exit |"
+        );
+        let _ = writeln!(s, "| --- | ---: | ---: | ---: | ---: |");
+        let mut v: Vec<(&String, &u64)> = p
+            .iter()
+            .filter(|(k, _)| k.as_str() != "total" && !k.starts_with(HS))
+            .collect();
         v.sort_by(|a, b| b.1.cmp(a.1));
+        let cost = |k: &str, c: u64| match p.get(&format!("{HS}{k}")) {
+            Some(&n) if c > 0 => format!("{n} | {:.0}", n as f64 / c as f64),
+            _ => "– | –".to_string(),
+        };
         for (k, c) in v {
             let _ = writeln!(
                 s,
-                "| {k} | {c} | {:.1}% |",
+                "| {k} | {c} | {:.1}% | {} |",
                 if total > 0 {
                     *c as f64 * 100.0 / total as f64
                 } else {
                     0.0
-                }
+                },
+                cost(k, *c)
             );
         }
-        let _ = writeln!(s, "| **total** | {total} | |");
+        let _ = writeln!(s, "| **total** | {total} | | {} |", cost("total", total));
+        let _ = writeln!(
+            s,
+            "\nHS instructions: retired instructions from a full-path exit to the guest's re-entry \
+             (fast-path exits, i.e. SBI Base and UART byte accesses, are not timed: see the \
+             micro-benchmark rows); under -icount `instret` counts every hart, so multi-hart \
+             figures include the other harts' work meanwhile."
+        );
     }
     let _ = writeln!(s, "\n## Goals (reported, not asserted)\n");
     let _ = writeln!(s, "| goal | measured | met |");
@@ -2480,6 +2528,17 @@ mod tests {
         assert_eq!(parse_rdtime(out, "init-start"), Some(1234567));
         assert_eq!(parse_rdtime(out, "init-ready"), Some(2345678));
         assert_eq!(parse_rdtime(out, "other"), None);
+    }
+
+    #[test]
+    fn hs_profile_lines() {
+        let out = "[rivet]    exits: total=3 wfi=2 mmio.plic=1\n\
+                   [rivet]    hs-instructions (full-path exits): total=1500 wfi=900 mmio.plic=600\n";
+        let hs = hs_profile_of(out).unwrap();
+        assert_eq!((hs["total"], hs["wfi"], hs["mmio.plic"]), (1500, 900, 600));
+        // The exits line is still the exit profile; the HS line is not one.
+        assert_eq!(exit_profile_of(out).unwrap()["total"], 3);
+        assert!(parse_hs_profile("[rivet]    exits: total=3").is_none());
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub const SIP: u16 = 0x144;
 pub const STIMECMP: u16 = 0x14D;
 pub const SATP: u16 = 0x180;
 pub const TIME: u16 = 0xC01;
+pub const INSTRET: u16 = 0xC02;
 
 pub const VSSTATUS: u16 = 0x200;
 pub const VSIE: u16 = 0x204;

@@ -109,6 +109,12 @@ pub fn time() -> u64 {
     csr_read!(TIME)
 }
 
+/// Retired instructions (M-mode lets HS read it; under QEMU -icount it
+/// counts every hart's instructions).
+pub fn instret() -> u64 {
+    csr_read!(INSTRET)
+}
+
 /// Arms this hart's supervisor timer (u64::MAX disarms).
 pub fn set_host_timer(caps: &Caps, deadline: u64) {
     if caps.sstc {
