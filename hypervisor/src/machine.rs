@@ -202,8 +202,11 @@ fn run_vcpu(h: &mut Hart, s: Slot, mut m: HartMutexGuard<'static, Machine>) {
         vcpu.merge_hvip(hw_hvip);
         let fast = &mut vcpu.ctx.fast;
         fast.counts.drain_into(&mut vcpu.stats);
-        let before = vcpu.stats.counters();
         let (exit, sync_irqs) = (fast.exit.take(), core::mem::take(&mut fast.sync_irqs));
+        let ram_size = m.vms[v].ram.size;
+        let reason = exit
+            .as_ref()
+            .map(|e| exit_reason(e, &m.vms[v].vcpus[c].ctx, ram_size));
         let mut next = match exit {
             _ if sync_irqs => {
                 // The fast path did a UART access that moved its
@@ -215,8 +218,9 @@ fn run_vcpu(h: &mut Hart, s: Slot, mut m: HartMutexGuard<'static, Machine>) {
             Some(e) => m.handle_exit(h, s, e),
             None => Next::Resume,
         };
-        let spent = arch::instret().wrapping_sub(t_exit);
-        m.vms[v].vcpus[c].stats.attribute(&before, spent);
+        if let Some(slot) = reason.and_then(|r| m.vms[v].vcpus[c].stats.hs_instret.get_mut(r)) {
+            *slot += arch::instret().wrapping_sub(t_exit);
+        }
         if let Next::WaitFences(targets) = next {
             drop(m);
             wait_fences(s, targets);
@@ -1015,6 +1019,36 @@ impl Machine {
                 self.kick_mask(h, v, woken);
             }
         }
+    }
+}
+
+/// The exit-profile reason (an [`ExitStats`](crate::vcpu::ExitStats)
+/// counter index) an exit will be counted under, for the HS-instruction
+/// profile; judged from the exit alone, before it is handled.
+fn exit_reason(e: &Exit, ctx: &arch::trap::GuestContext, ram_size: u64) -> usize {
+    use crate::vcpu::ExitStats as S;
+    const WFI: u64 = 0x1050_0073;
+    match *e {
+        Exit::Ecall => S::sbi_kind(ctx.x[17]),
+        Exit::GuestPageFault { gpa, .. } => {
+            if gpa.wrapping_sub(crate::vm::RAM_BASE) < ram_size {
+                S::RAM_POPULATE
+            } else if gpa.wrapping_sub(PLIC_BASE) < PLIC_SIZE {
+                S::MMIO_PLIC
+            } else if gpa.wrapping_sub(UART_BASE) < UART_SIZE {
+                S::MMIO_UART
+            } else if gpa >= VIRTIO_BASE {
+                S::MMIO_VIRTIO
+            } else {
+                S::MMIO_UNCLAIMED
+            }
+        }
+        Exit::VirtualInstruction { insn } if insn == WFI => S::WFI,
+        Exit::VirtualInstruction { .. } => S::VIRTUAL_INSN,
+        Exit::Interrupt(IRQ_S_TIMER) => S::IRQ_TIMER,
+        Exit::Interrupt(IRQ_S_EXT) => S::IRQ_EXT,
+        Exit::Interrupt(_) => S::IRQ_SOFT,
+        Exit::Other { .. } => S::OTHER,
     }
 }
 

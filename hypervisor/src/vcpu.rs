@@ -115,18 +115,19 @@ impl ExitStats {
         out
     }
 
-    /// Adds `spent` instructions to the reason whose counter moved since
-    /// `before` (a snapshot of [`ExitStats::counters`] taken before the
-    /// exit was handled).
-    pub fn attribute(&mut self, before: &[(&'static str, u64); Self::KINDS], spent: u64) {
-        let now = self.counters();
-        if let Some(i) = (0..Self::KINDS).find(|&i| now[i].1 != before[i].1) {
-            self.hs_instret[i] += spent;
-        }
-    }
-    pub const SBI_NAMES: [&'static str; Self::SBI_KINDS] = [
-        "base", "time", "ipi", "rfence", "hsm", "srst", "dbcn", "legacy", "other",
-    ];
+    /// Index (as in [`ExitStats::counters`]) of `mmio.uart`; the others
+    /// follow in the order listed there.
+    pub const MMIO_UART: usize = Self::SBI_KINDS;
+    pub const MMIO_PLIC: usize = Self::SBI_KINDS + 1;
+    pub const MMIO_VIRTIO: usize = Self::SBI_KINDS + 2;
+    pub const MMIO_UNCLAIMED: usize = Self::SBI_KINDS + 3;
+    pub const RAM_POPULATE: usize = Self::SBI_KINDS + 4;
+    pub const WFI: usize = Self::SBI_KINDS + 5;
+    pub const VIRTUAL_INSN: usize = Self::SBI_KINDS + 6;
+    pub const IRQ_TIMER: usize = Self::SBI_KINDS + 7;
+    pub const IRQ_EXT: usize = Self::SBI_KINDS + 8;
+    pub const IRQ_SOFT: usize = Self::SBI_KINDS + 9;
+    pub const OTHER: usize = Self::SBI_KINDS + 10;
 
     pub fn sbi_kind(eid: u64) -> usize {
         use rivet_sbi::eid;

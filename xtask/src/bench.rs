@@ -2380,8 +2380,9 @@ fn markdown(
             s,
             "\nHS instructions: retired instructions from a full-path exit to the guest's re-entry \
              (fast-path exits, i.e. SBI Base and UART byte accesses, are not timed: see the \
-             micro-benchmark rows); under -icount `instret` counts every hart, so multi-hart \
-             figures include the other harts' work meanwhile."
+             micro-benchmark rows; \"per exit\" divides by every exit of the reason, fast-path \
+             ones included, so it understates mmio.uart and sbi.base); under -icount `instret` \
+             counts every hart, so multi-hart figures include the other harts' work meanwhile."
         );
     }
     let _ = writeln!(s, "\n## Goals (reported, not asserted)\n");
