@@ -51,10 +51,34 @@ pub fn zero(pa: u64, len: u64) {
 }
 
 /// Copies `src` to host memory at `pa`.
+///
+/// Guest images (megabytes of kernel and initrd, at every VM boot) go
+/// 64 bytes per step when both sides are 8-byte aligned: the library
+/// memcpy moves one word per loop, more than twice the instructions.
+/// Volatile accesses keep the compiler from turning the loop back into a
+/// memcpy call.
 pub fn copy_to(pa: u64, src: &[u8]) {
+    let mut done = 0;
+    if pa % 8 == 0 && (src.as_ptr() as usize) % 8 == 0 {
+        let blocks = src.len() / 64;
+        let s = src.as_ptr() as *const u64;
+        let d = pa as *mut u64;
+        for b in 0..blocks {
+            for w in 0..8 {
+                let i = b * 8 + w;
+                // SAFETY: i < blocks * 8 words lie inside `src` and inside
+                // the destination the caller owns; both are 8-byte aligned.
+                unsafe { d.add(i).write_volatile(s.add(i).read_volatile()) };
+            }
+        }
+        done = blocks * 64;
+    }
+    let rest = &src[done..];
     // SAFETY: callers pass a destination they own (guest RAM checked by
     // GuestRam, or freshly allocated frames) that cannot overlap `src`.
-    unsafe { core::ptr::copy_nonoverlapping(src.as_ptr(), pa as *mut u8, src.len()) }
+    unsafe {
+        core::ptr::copy_nonoverlapping(rest.as_ptr(), (pa + done as u64) as *mut u8, rest.len())
+    }
 }
 
 /// Borrows host memory `[pa, pa+len)` as a byte slice (the boot DTB and
