@@ -86,24 +86,24 @@ impl core::fmt::Debug for FastState {
 /// line, so the common call needs no callee-saved registers (no prologue).
 pub extern "C" fn fast_exit(ctx: &mut GuestContext) -> u64 {
     const ECALL_FROM_VS: u64 = 10;
-    if csr_read!(SCAUSE) == ECALL_FROM_VS && ctx.x[17] == rivet_sbi::eid::BASE {
-        let call = SbiCall {
-            eid: ctx.x[17],
-            fid: ctx.x[16],
-            args: [
-                ctx.x[10], ctx.x[11], ctx.x[12], ctx.x[13], ctx.x[14], ctx.x[15],
-            ],
-        };
-        let r = rivet_sbi::base_call(&call, ctx.fast.machine_ids);
-        ctx.x[10] = r.error as u64;
-        ctx.x[11] = r.value;
-        ctx.sepc = ctx.sepc.wrapping_add(4);
-        ctx.fast.counts.sbi_base += 1;
-        return 1;
-    }
     const LOAD_GUEST_PAGE_FAULT: u64 = 21;
     const STORE_GUEST_PAGE_FAULT: u64 = 23;
     match csr_read!(SCAUSE) {
+        ECALL_FROM_VS if ctx.x[17] == rivet_sbi::eid::BASE => {
+            let call = SbiCall {
+                eid: ctx.x[17],
+                fid: ctx.x[16],
+                args: [
+                    ctx.x[10], ctx.x[11], ctx.x[12], ctx.x[13], ctx.x[14], ctx.x[15],
+                ],
+            };
+            let r = rivet_sbi::base_call(&call, ctx.fast.machine_ids);
+            ctx.x[10] = r.error as u64;
+            ctx.x[11] = r.value;
+            ctx.sepc = ctx.sepc.wrapping_add(4);
+            ctx.fast.counts.sbi_base += 1;
+            1
+        }
         LOAD_GUEST_PAGE_FAULT => mmio_exit(ctx, Access::Load),
         STORE_GUEST_PAGE_FAULT => mmio_exit(ctx, Access::Store),
         _ => hand_over(ctx, exit::decode(), false),

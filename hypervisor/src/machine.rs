@@ -877,8 +877,8 @@ impl Machine {
             woken = vm.sync_irqs();
             r
         } else if (UART_BASE..UART_BASE + UART_SIZE).contains(&gpa) && width == 1 {
-            // The fast path serves these first (fastpath.rs); this is the
-            // same access for exits it hands over.
+            // The fast path serves these (fastpath.rs); this copy of the
+            // call only runs if it was bypassed.
             vm.vcpus[c].stats.mmio_uart += 1;
             let a = vm
                 .shared

@@ -79,7 +79,21 @@ impl ExitStats {
     /// Number of exit reasons (SBI kinds, then the rest).
     pub const KINDS: usize = Self::SBI_KINDS + 11;
 
-    /// Every counter with the name it is printed under, in a fixed order.
+    /// Indices of the non-SBI reasons in [`ExitStats::counters`] and
+    /// [`ExitStats::hs_instret`] (the SBI kinds come first, by `sbi_kind`).
+    pub const MMIO_UART: usize = Self::SBI_KINDS;
+    pub const MMIO_PLIC: usize = Self::SBI_KINDS + 1;
+    pub const MMIO_VIRTIO: usize = Self::SBI_KINDS + 2;
+    pub const MMIO_UNCLAIMED: usize = Self::SBI_KINDS + 3;
+    pub const RAM_POPULATE: usize = Self::SBI_KINDS + 4;
+    pub const WFI: usize = Self::SBI_KINDS + 5;
+    pub const VIRTUAL_INSN: usize = Self::SBI_KINDS + 6;
+    pub const IRQ_TIMER: usize = Self::SBI_KINDS + 7;
+    pub const IRQ_EXT: usize = Self::SBI_KINDS + 8;
+    pub const IRQ_SOFT: usize = Self::SBI_KINDS + 9;
+    pub const OTHER: usize = Self::SBI_KINDS + 10;
+
+    /// Every counter with the name it is printed under, at the index above.
     pub fn counters(&self) -> [(&'static str, u64); Self::KINDS] {
         const SBI: [&str; ExitStats::SBI_KINDS] = [
             "sbi.base",
@@ -92,42 +106,23 @@ impl ExitStats {
             "sbi.legacy",
             "sbi.other",
         ];
-        let rest = [
-            ("mmio.uart", self.mmio_uart),
-            ("mmio.plic", self.mmio_plic),
-            ("mmio.virtio", self.mmio_virtio),
-            ("mmio.unclaimed", self.mmio_unclaimed),
-            ("ram.populate", self.ram_populate),
-            ("wfi", self.wfi),
-            ("virtual_insn", self.virtual_insn),
-            ("irq.timer", self.irq_timer),
-            ("irq.ext", self.irq_external),
-            ("irq.soft", self.irq_software),
-            ("other", self.other),
-        ];
         let mut out = [("", 0); Self::KINDS];
-        for (i, slot) in out.iter_mut().enumerate() {
-            *slot = match i.checked_sub(Self::SBI_KINDS) {
-                None => (SBI[i], self.sbi[i]),
-                Some(j) => rest[j],
-            };
+        for (slot, (name, n)) in out.iter_mut().zip(SBI.iter().zip(self.sbi.iter())) {
+            *slot = (name, *n);
         }
+        out[Self::MMIO_UART] = ("mmio.uart", self.mmio_uart);
+        out[Self::MMIO_PLIC] = ("mmio.plic", self.mmio_plic);
+        out[Self::MMIO_VIRTIO] = ("mmio.virtio", self.mmio_virtio);
+        out[Self::MMIO_UNCLAIMED] = ("mmio.unclaimed", self.mmio_unclaimed);
+        out[Self::RAM_POPULATE] = ("ram.populate", self.ram_populate);
+        out[Self::WFI] = ("wfi", self.wfi);
+        out[Self::VIRTUAL_INSN] = ("virtual_insn", self.virtual_insn);
+        out[Self::IRQ_TIMER] = ("irq.timer", self.irq_timer);
+        out[Self::IRQ_EXT] = ("irq.ext", self.irq_external);
+        out[Self::IRQ_SOFT] = ("irq.soft", self.irq_software);
+        out[Self::OTHER] = ("other", self.other);
         out
     }
-
-    /// Index (as in [`ExitStats::counters`]) of `mmio.uart`; the others
-    /// follow in the order listed there.
-    pub const MMIO_UART: usize = Self::SBI_KINDS;
-    pub const MMIO_PLIC: usize = Self::SBI_KINDS + 1;
-    pub const MMIO_VIRTIO: usize = Self::SBI_KINDS + 2;
-    pub const MMIO_UNCLAIMED: usize = Self::SBI_KINDS + 3;
-    pub const RAM_POPULATE: usize = Self::SBI_KINDS + 4;
-    pub const WFI: usize = Self::SBI_KINDS + 5;
-    pub const VIRTUAL_INSN: usize = Self::SBI_KINDS + 6;
-    pub const IRQ_TIMER: usize = Self::SBI_KINDS + 7;
-    pub const IRQ_EXT: usize = Self::SBI_KINDS + 8;
-    pub const IRQ_SOFT: usize = Self::SBI_KINDS + 9;
-    pub const OTHER: usize = Self::SBI_KINDS + 10;
 
     pub fn sbi_kind(eid: u64) -> usize {
         use rivet_sbi::eid;
@@ -145,18 +140,7 @@ impl ExitStats {
     }
 
     pub fn total(&self) -> u64 {
-        self.sbi.iter().sum::<u64>()
-            + self.mmio_uart
-            + self.mmio_plic
-            + self.mmio_virtio
-            + self.mmio_unclaimed
-            + self.ram_populate
-            + self.wfi
-            + self.virtual_insn
-            + self.irq_timer
-            + self.irq_external
-            + self.irq_software
-            + self.other
+        self.counters().iter().map(|c| c.1).sum()
     }
 
     pub fn add(&mut self, o: &ExitStats) {

@@ -530,13 +530,26 @@ fn run_testkernel(cmd: Command, out: &Out, name: &str) -> Result<(String, f64), 
         .expect("bench: done", T_MICRO)
         .and_then(|_| s.wait_exit(T_MICRO).map(|_| ()));
     let wall = t.elapsed().as_secs_f64();
-    out.log(name, &s);
-    let text = s.output();
-    r.map_err(|e| format!("{name}: {e}\n{}", tail(&text, 20)))?;
-    if text.contains("PANIC") || text.contains("testkernel panic") {
-        return Err(format!("{name}: panic\n{}", tail(&text, 20)));
-    }
+    let ((), text) = finished(out, name, &s, r)?;
     Ok((text, wall))
+}
+
+/// Logs a finished run and returns the run's result with its output; an
+/// error of the run, or a panic in the output (hypervisor or test kernel),
+/// becomes an error carrying the output's last lines.
+fn finished<T>(
+    out: &Out,
+    name: &str,
+    s: &Session,
+    r: Result<T, String>,
+) -> Result<(T, String), String> {
+    out.log(name, s);
+    let text = s.output();
+    let v = r.map_err(|e| format!("{name}: {e}\n{}", tail(&text, 25)))?;
+    if text.contains("PANIC") || text.contains("testkernel panic") {
+        return Err(format!("{name}: panic\n{}", tail(&text, 25)));
+    }
+    Ok((v, text))
 }
 
 fn tail(s: &str, n: usize) -> String {
@@ -767,15 +780,7 @@ fn linux_boot(
         s.wait_exit(T_LINUX)?;
         Ok::<f64, String>(wall)
     })();
-    out.log(name, &s);
-    let text = s.output();
-    let wall = r.map_err(|e| format!("{name}: {e}\n{}", tail(&text, 25)))?;
-    if text.contains("PANIC") {
-        return Err(format!(
-            "{name}: the hypervisor panicked\n{}",
-            tail(&text, 25)
-        ));
-    }
+    let (wall, text) = finished(out, name, &s, r)?;
     let ms = |ticks: u64| ticks as f64 * 1e3 / timebase;
     Ok(Boot {
         printk_run_init_ms: printk_stamp_of(&text, "Run /init as init process").map(|s| s * 1e3),
@@ -970,15 +975,7 @@ fn blk_run(
         s.wait_exit(T_LINUX)?;
         Ok::<(), String>(())
     })();
-    out.log(name, &s);
-    let text = s.output();
-    r.map_err(|e| format!("{name}: {e}\n{}", tail(&text, 25)))?;
-    if text.contains("PANIC") {
-        return Err(format!(
-            "{name}: the hypervisor panicked\n{}",
-            tail(&text, 25)
-        ));
-    }
+    let ((), text) = finished(out, name, &s, r)?;
     let want = format!("SIZE={}", BLK_IMAGE_BYTES / 512);
     if !text.contains(&want) {
         return Err(format!(
@@ -1048,9 +1045,7 @@ fn fs_run(cmd: Command, out: &Out, name: &str, timebase: f64) -> Result<f64, Str
         s.wait_exit(T_LINUX)?;
         Ok::<(), String>(())
     })();
-    out.log(name, &s);
-    let text = s.output();
-    r.map_err(|e| format!("{name}: {e}\n{}", tail(&text, 25)))?;
+    let ((), text) = finished(out, name, &s, r)?;
     let probe = io_interval(&text, "fs-probe").ok_or(format!("{name}: no probe interval"))?;
     let t = io_interval(&text, "fs-read").ok_or(format!("{name}: no read interval"))?;
     mib_per_s(
@@ -1059,23 +1054,6 @@ fn fs_run(cmd: Command, out: &Out, name: &str, timebase: f64) -> Result<f64, Str
         timebase,
     )
     .ok_or(format!("{name}: empty interval"))
-}
-
-/// Waits until every pattern has appeared anywhere in the output.
-fn wait_all(s: &Session, pats: &[&str], timeout: Duration) -> Result<(), String> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let out = s.output();
-        let Some(missing) = pats.iter().find(|p| !out.contains(**p)) else {
-            return Ok(());
-        };
-        if Instant::now() > deadline {
-            return Err(format!(
-                "timed out after {timeout:?} waiting for {missing:?}"
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// The network figures of one run: ping RTTs (µs), TCP MiB/s, by key.
@@ -1087,8 +1065,7 @@ fn net_run(
 ) -> Result<BTreeMap<String, f64>, String> {
     let mut s = Session::spawn(cmd)?;
     let r = (|| {
-        wait_all(
-            &s,
+        s.wait_all(
             &["[alpha] guest: init ready", "[beta] guest: init ready"],
             T_LINUX,
         )?;
@@ -1119,20 +1096,12 @@ fn net_run(
         s.send(&timed("probe", ":"))?;
         s.expect("bench-io probe ", T_IO)?;
         s.send(&timed("tcp-send", "nc -w 3 10.0.0.1 5000 < /tmp/f"))?;
-        wait_all(&s, &["bench-io tcp-send ", "bench-io tcp-recv-end "], T_IO)?;
+        s.wait_all(&["bench-io tcp-send ", "bench-io tcp-recv-end "], T_IO)?;
         s.send("\x01x")?;
         s.wait_exit(T_IO)?;
         Ok::<(), String>(())
     })();
-    out.log(name, &s);
-    let text = s.output();
-    r.map_err(|e| format!("{name}: {e}\n{}", tail(&text, 25)))?;
-    if text.contains("PANIC") {
-        return Err(format!(
-            "{name}: the hypervisor panicked\n{}",
-            tail(&text, 25)
-        ));
-    }
+    let ((), text) = finished(out, name, &s, r)?;
     let mut m = BTreeMap::new();
     let rtts = parse_ping_rtts(&text);
     if rtts.len() != PING_COUNT {

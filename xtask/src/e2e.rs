@@ -429,10 +429,15 @@ fn linux_oversubscribed(name: &str) -> Result<(), String> {
 /// without a hypervisor panic.
 fn power_off(s: &mut Session) -> Result<(), String> {
     s.send("poweroff -f\n")?;
+    exits_cleanly(s)
+}
+
+/// Waits for QEMU to exit and expects status 0 without a hypervisor panic.
+fn exits_cleanly(s: &mut Session) -> Result<(), String> {
     let st = s.wait_exit(T_CMD)?;
     no_panic(s)?;
     if !st.success() {
-        return Err(format!("QEMU exited with {st} after poweroff -f"));
+        return Err(format!("QEMU exited with {st}"));
     }
     Ok(())
 }
@@ -739,12 +744,7 @@ fn virtio_blk_ext4(name: &str) -> Result<(), String> {
             "HWRNG_LINES=4",
         )?;
         ask(s, "echo hvc\"\"-echo-ok > /dev/hvc0", "hvc-echo-ok")?;
-        s.send("poweroff -f\n")?;
-        let st = s.wait_exit(T_CMD)?;
-        if !st.success() {
-            return Err(format!("QEMU exited with {st}"));
-        }
-        no_panic(s)
+        power_off(s)
     })?;
     let small = host_tool(
         Command::new("debugfs")
@@ -782,11 +782,7 @@ fn virtio_blk_ext4(name: &str) -> Result<(), String> {
             return Err(format!("second boot md5 {again:?} != {guest_big:?}"));
         }
         s.send("umount /mnt; poweroff -f\n")?;
-        let st = s.wait_exit(T_CMD)?;
-        if !st.success() {
-            return Err(format!("QEMU exited with {st}"));
-        }
-        no_panic(s)
+        exits_cleanly(s)
     })
 }
 
@@ -1008,12 +1004,7 @@ fn virtio_net_switch(name: &str) -> Result<(), String> {
         s.expect("port 0 net 0 alpha eth0: rx ", T_CMD)?;
         s.expect("port 2 net 1 gamma eth0: rx ", T_CMD)?;
         s.send("\x01x")?;
-        let st = s.wait_exit(T_CMD)?;
-        no_panic(&s)?;
-        if !st.success() {
-            return Err(format!("QEMU exited with {st}"));
-        }
-        Ok(())
+        exits_cleanly(&mut s)
     })();
     finish(name, &mut s, r)
 }
@@ -1194,12 +1185,7 @@ fn virtio_fs_two_vms(name: &str) -> Result<(), String> {
         s.expect("console input -> VM 0", T_CMD)?;
         ask(&mut s, "cat /mnt/right.txt", "[left] from-right")?;
         s.send("\x01x")?;
-        let st = s.wait_exit(T_CMD)?;
-        no_panic(&s)?;
-        if !st.success() {
-            return Err(format!("QEMU exited with {st}"));
-        }
-        Ok(())
+        exits_cleanly(&mut s)
     })();
     finish(name, &mut s, r)
 }

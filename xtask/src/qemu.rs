@@ -176,28 +176,35 @@ impl Session {
         }
     }
 
-    /// Waits until every named VM of a multi-VM run has printed `init
-    /// ready`, in any order (the VMs boot concurrently, so a sequence of
-    /// `expect`s could step past one VM's line while waiting for another).
-    pub fn wait_all_ready(&self, vms: &[&str], timeout: Duration) -> Result<(), String> {
+    /// Waits until every one of `pats` has appeared anywhere in the
+    /// output, in any order (output from concurrent VMs or background jobs).
+    pub fn wait_all(&self, pats: &[&str], timeout: Duration) -> Result<(), String> {
         let deadline = Instant::now() + timeout;
         loop {
             let out = self.output();
-            let missing: Vec<&str> = vms
-                .iter()
-                .copied()
-                .filter(|v| !out.contains(&format!("[{v}] guest: init ready")))
-                .collect();
+            let missing: Vec<&str> = pats.iter().copied().filter(|p| !out.contains(p)).collect();
             if missing.is_empty() {
                 return Ok(());
             }
             if Instant::now() > deadline {
                 return Err(format!(
-                    "timed out after {timeout:?}: {missing:?} never reached init ready"
+                    "timed out after {timeout:?} waiting for {missing:?}"
                 ));
             }
-            std::thread::sleep(Duration::from_millis(200));
+            std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Waits until every named VM of a multi-VM run has printed `init
+    /// ready`, in any order (the VMs boot concurrently, so a sequence of
+    /// `expect`s could step past one VM's line while waiting for another).
+    pub fn wait_all_ready(&self, vms: &[&str], timeout: Duration) -> Result<(), String> {
+        let pats: Vec<String> = vms
+            .iter()
+            .map(|v| format!("[{v}] guest: init ready"))
+            .collect();
+        let pats: Vec<&str> = pats.iter().map(String::as_str).collect();
+        self.wait_all(&pats, timeout)
     }
 
     pub fn send(&mut self, text: &str) -> Result<(), String> {

@@ -66,6 +66,8 @@ rivet_enter_guest:
     sd s9,  {host}+13*8(a0)
     sd s10, {host}+14*8(a0)
     sd s11, {host}+15*8(a0)
+.Lload_guest:
+    /* a0 = context: load the guest's state and enter it */
     ld t0, {sstatus}(a0)
     csrw sstatus, t0
     ld t0, {hstatus}(a0)
@@ -126,20 +128,9 @@ rivet_trap_vector:
     ld s11, {host}+15*8(a0)
     ret
 
-2:  /* served: straight back into the guest */
+2:  /* served: straight back into the guest (host registers stay saved) */
     mv a0, s0
-    ld t0, {sstatus}(a0)
-    csrw sstatus, t0
-    ld t0, {hstatus}(a0)
-    csrw hstatus, t0
-    ld t0, {sepc}(a0)
-    csrw sepc, t0
-    csrw sscratch, a0
-    .irp n, 1,2,3,4,5,6,7,8,9,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31
-    ld x\n, \n*8(a0)
-    .endr
-    ld a0, 10*8(a0)
-    sret
+    j .Lload_guest
 
 1:  /* trap from HS-mode itself */
     csrrw a0, sscratch, a0
